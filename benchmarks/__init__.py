@@ -1,0 +1,1 @@
+"""Benchmarks run by `make bench`; each merges its numbers into runs/bench/results.json."""

@@ -1,0 +1,100 @@
+"""Config of the GRPO learner: optimisation, loss variant, KL, LoRA, DeepSpeed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mogrpo.config.base import Section
+from mogrpo.config.sections import DType
+
+
+class LoraConfig(Section):
+    enabled: bool = False
+    """Train low-rank adapters (peft) instead of all weights; the reference is the base with adapters off."""
+    rank: int = Field(16, ge=1)
+    """Adapter rank r."""
+    alpha: float = Field(32, gt=0)
+    """Adapter scale numerator (scale = alpha / rank)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter input."""
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Module names that receive adapters."""
+
+
+class LossConfig(Section):
+    variant: Literal["grpo", "dr_grpo", "dapo", "gspo"] = "grpo"
+    """Policy loss: see learner/losses.py for each formula."""
+    clip_eps_low: float = Field(0.2, gt=0, lt=1)
+    """Lower clip: the ratio is clipped at 1 - clip_eps_low."""
+    clip_eps_high: float = Field(0.2, gt=0)
+    """Upper clip: the ratio is clipped at 1 + clip_eps_high (DAPO's clip-higher uses ~0.28)."""
+    kl_coef: float = Field(0.04, ge=0)
+    """Weight of the KL to the reference policy; 0 loads no reference model."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token KL estimator (Schulman, "Approximating KL divergence")."""
+    kl_in: Literal["loss", "reward"] = "loss"
+    """Add the KL penalty to the loss, or subtract it from the reward before advantages."""
+    advantage_eps: float = Field(1e-4, gt=0)
+    """Added to the group std before dividing (GRPO, DAPO, GSPO)."""
+    dr_grpo_constant: int | None = Field(None, ge=1)
+    """Dr. GRPO divides token sums by this constant; default: rollout.max_new_tokens."""
+    overlong_filter: bool = False
+    """DAPO: drop the loss of truncated responses (finish reason 'length')."""
+    overlong_buffer_tokens: int = Field(0, ge=0)
+    """DAPO soft overlong penalty: responses within this many tokens of the limit are penalised linearly."""
+    overlong_penalty: float = Field(1.0, ge=0)
+    """DAPO soft overlong penalty at the limit (subtracted from the reward)."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and refill from new prompts."""
+    dynamic_sampling_max_rounds: int = Field(3, ge=1)
+    """At most this many extra generation rounds to refill dropped groups."""
+    is_correction: Literal["none", "truncated"] = "truncated"
+    """Importance-sampling correction for the vLLM-vs-learner log-prob gap."""
+    is_cap: float = Field(2.0, ge=1)
+    """Truncation cap of the importance weight."""
+    recompute_old_logprobs: bool = False
+    """Recompute old log-probs with the learner instead of trusting vLLM's (costs one forward)."""
+
+
+class LearnerConfig(Section):
+    num_workers: int = Field(1, ge=1)
+    """Data-parallel learner ranks (one DeepSpeed process each)."""
+    num_cpus: float = Field(1, ge=0)
+    """Ray CPUs each learner rank reserves."""
+    num_gpus: float = Field(0, ge=0)
+    """Ray GPUs each learner rank reserves."""
+    omp_threads: int = Field(2, ge=1)
+    """Intra-op threads of each learner rank on CPU."""
+    dtype: DType = "bfloat16"
+    """Training dtype (bf16 halves bytes and narrows the gap to vLLM's bf16 log-probs)."""
+    zero_stage: int = Field(0, ge=0, le=3)
+    """DeepSpeed ZeRO stage."""
+    optimizer: Literal["adamw", "fused_adam", "cpu_adam"] = "adamw"
+    """torch AdamW compiles nothing; DeepSpeed's fused/CPU Adam compile once (~1 min)."""
+    lr: float = Field(1e-6, gt=0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up, in optimizer steps."""
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Decay after warm-up, over the run's optimizer steps."""
+    grad_clip: float = Field(1.0, ge=0)
+    """Clip the global gradient norm at this value (0: off)."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per rollout batch (the batch is split into this many mini-batches)."""
+    epochs: int = Field(1, ge=1)
+    """Passes over each rollout batch."""
+    micro_batch_tokens: int = Field(4096, ge=64)
+    """Token budget of one forward/backward; gradients accumulate over micro-batches."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    loss: LossConfig = LossConfig()
+    """The policy loss and its knobs."""
+    lora: LoraConfig = LoraConfig()
+    """Low-rank adapters."""
+

@@ -1,0 +1,50 @@
+"""Config of the reward service used during a GRPO run: which model, how labels combine,
+how the actor batches."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mogrpo.config.base import Section
+
+DEFAULT_LABELS = ("safety", "actionability", "meaningfulness", "politeness")
+
+
+class AggregationConfig(Section):
+    mode: Literal["weighted_sum", "group_normalized", "safety_gate"] = "weighted_sum"
+    """How per-label scores combine into one reward (see reward_service/aggregate.py)."""
+    weights: dict[str, float] = {"safety": 1.0, "actionability": 1.0, "meaningfulness": 1.0, "politeness": 0.5}
+    """Weight of each label; every key must be a label of the reward model."""
+    safety_label: str = "safety"
+    """The label the safety gate reads."""
+    safety_threshold: float = Field(0.5, ge=0, le=1)
+    """safety_gate: below this safety score the reward is `gate_penalty`."""
+    gate_penalty: float = -1.0
+    """safety_gate: the reward of a response judged unsafe."""
+    length_penalty: float = Field(0.0, ge=0)
+    """Rule term: subtract this times max(0, response_tokens - length_target) / length_target."""
+    length_target: int = Field(256, ge=1)
+    """Rule term: responses up to this many tokens are not penalised."""
+
+
+class RewardConfig(Section):
+    model: str = "runs/reward-model"
+    """Folder of a trained multi-label reward model (see `make reward`)."""
+    fit_if_missing: bool = True
+    """If `model` does not exist, fit one with the short built-in routine and save it there."""
+    aggregation: AggregationConfig = AggregationConfig()
+    """Combining labels into one scalar; changeable without retraining."""
+    num_replicas: int = Field(1, ge=1)
+    """Reward actors; requests are spread over them."""
+    num_cpus: float = Field(1, ge=0)
+    """Ray CPUs each reward actor reserves."""
+    num_gpus: float = Field(0, ge=0)
+    """Ray GPUs each reward actor reserves."""
+    omp_threads: int = Field(1, ge=1)
+    """Intra-op threads of each reward actor on CPU."""
+    max_batch_size: int = Field(64, ge=1)
+    """Most (prompt, response) pairs scored in one encoder forward."""
+    max_wait_ms: float = Field(5.0, ge=0)
+    """How long the actor waits to fill a batch from concurrent requests."""

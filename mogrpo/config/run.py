@@ -1,0 +1,72 @@
+"""The root of the config tree for a GRPO run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from mogrpo.config.base import Section
+from mogrpo.config.learner import LearnerConfig
+from mogrpo.config.reward import RewardConfig
+from mogrpo.config.sections import (
+    CheckpointConfig,
+    ClusterConfig,
+    DataConfig,
+    LoggingConfig,
+    PolicyModelConfig,
+    PromptSource,
+    RolloutConfig,
+    WeightSyncConfig,
+)
+
+SMOKE_PROMPTS = str(Path(__file__).resolve().parents[2] / "cluster_configs" / "prompts" / "smoke_prompts.jsonl")
+
+
+class RunConfig(Section):
+    run_name: str = Field("mogrpo", pattern=r"^[A-Za-z0-9._-]+$")
+    """Name of the run; outputs go to `<output_dir>/<run_name>/`."""
+    output_dir: str = "runs"
+    """Parent folder of run folders."""
+    seed: int = 0
+    """Seeds prompt order, sampling and initialisation."""
+    steps: int = Field(3, ge=1)
+    """GRPO steps (rollout batch → reward → update → weight sync)."""
+    async_rollout: bool = False
+    """Generate step t+1 while the learner trains on step t (one step off-policy)."""
+    model: PolicyModelConfig = PolicyModelConfig()
+    data: DataConfig = DataConfig(sources=[PromptSource(path=SMOKE_PROMPTS, fallback=True)])
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    learner: LearnerConfig = LearnerConfig()
+    weight_sync: WeightSyncConfig = WeightSyncConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    @property
+    def responses_per_step(self) -> int:
+        return self.rollout.prompts_per_step * self.rollout.group_size
+
+    @model_validator(mode="after")
+    def _check_sizes(self):
+        if self.rollout.prompts_per_step < self.rollout.num_workers:
+            raise ValueError(
+                f"rollout.prompts_per_step ({self.rollout.prompts_per_step}) must be at least "
+                f"rollout.num_workers ({self.rollout.num_workers}): every worker needs a prompt"
+            )
+        if self.rollout.prompts_per_step % self.learner.num_workers:
+            raise ValueError(
+                f"rollout.prompts_per_step ({self.rollout.prompts_per_step}) must be divisible by "
+                f"learner.num_workers ({self.learner.num_workers}) so each rank gets whole groups"
+            )
+        if self.data.max_prompt_tokens + self.rollout.max_new_tokens > self.model.max_model_len:
+            raise ValueError(
+                f"data.max_prompt_tokens ({self.data.max_prompt_tokens}) + rollout.max_new_tokens "
+                f"({self.rollout.max_new_tokens}) exceeds model.max_model_len ({self.model.max_model_len})"
+            )
+        return self

@@ -1,0 +1,134 @@
+"""Config sections for the policy model, prompts, rollout, weight sync, cluster and logging."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mogrpo.config.base import Section
+
+DType = Literal["bfloat16", "float32", "float16"]
+
+
+class PolicyModelConfig(Section):
+    path: str = "smollm2-135m-instruct"
+    """Local folder, Hugging Face id, or built-in name (smollm2-135m-instruct, tiny-llama)."""
+    dtype: DType = "bfloat16"
+    """Weights dtype for generation and training."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model. Off unless you trust the model's source."""
+    max_model_len: int = Field(1024, ge=64)
+    """Context length (prompt + response tokens) the engines reserve."""
+
+
+class PromptSource(Section):
+    path: str
+    """A parquet / jsonl / json / csv file, or a Hugging Face data set name."""
+    prompt_field: str = "prompt"
+    """Column holding the user message (a string) or a list of chat messages."""
+    split: str = "train"
+    """Split, for Hugging Face data sets."""
+    limit: int | None = Field(None, ge=1)
+    """Use at most this many rows of this source (after shuffling with the run seed)."""
+    required: bool = True
+    """If false, a missing file is reported and skipped instead of failing the run."""
+    fallback: bool = False
+    """Used only when no non-fallback source could be read (e.g. shared data absent)."""
+
+
+class DataConfig(Section):
+    sources: list[PromptSource] = Field(min_length=1)
+    """Where prompts come from; rows of all readable sources are mixed."""
+    system_prompt: str | None = None
+    """A system message put before every prompt, if set."""
+    max_prompt_tokens: int = Field(256, ge=8)
+    """Prompts longer than this (after the chat template) are counted, reported and skipped."""
+    shuffle: bool = True
+    """Shuffle prompts with the run seed."""
+
+
+class RolloutConfig(Section):
+    num_workers: int = Field(1, ge=1)
+    """Number of vLLM rollout actors; prompts are split between them."""
+    prompts_per_step: int = Field(8, ge=1)
+    """Prompts per GRPO step; each yields `group_size` responses."""
+    group_size: int = Field(4, ge=2)
+    """Responses sampled per prompt (N in GRPO); advantages are normalised within a group."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Longest response, in tokens."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature (the learner divides its logits by the same value)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass."""
+    top_k: int = Field(-1, ge=-1)
+    """Top-k sampling; -1 disables it."""
+    num_cpus: float = Field(1, ge=0)
+    """Ray CPUs each rollout actor reserves."""
+    num_gpus: float = Field(0, ge=0)
+    """Ray GPUs each rollout actor reserves (fractional shares a GPU with the learner)."""
+    tensor_parallel_size: int = Field(1, ge=1)
+    """vLLM tensor parallelism inside one rollout actor."""
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """Share of GPU memory vLLM may take (GPU only)."""
+    cpu_kv_cache_gib: int = Field(1, ge=1)
+    """KV cache size on CPU, in whole GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    enforce_eager: bool = True
+    """Skip CUDA-graph capture (faster start, slower decode on GPU)."""
+    enable_prefix_caching: bool = True
+    """Share KV of identical prompt prefixes (the group's N samples share the prompt)."""
+    omp_threads: int = Field(1, ge=1)
+    """Intra-op threads of each rollout actor on CPU."""
+
+
+class WeightSyncConfig(Section):
+    transport: Literal["gloo", "nccl"] = "gloo"
+    """Collective backend between the learner and the vLLM workers (nccl needs a GPU on each end)."""
+    bucket_mb: float = Field(64, gt=0)
+    """Parameters are packed into contiguous buffers of about this size; one collective each."""
+    timeout_s: float = Field(120, gt=0)
+    """A peer that does not answer within this many seconds fails the sync with its name."""
+    master_addr: str | None = None
+    """Address the learner listens on for the sync group; default: the learner node's IP."""
+    master_port: int = Field(0, ge=0, le=65535)
+    """Port for the sync group's rendezvous; 0 picks a free one."""
+    verify_checksum: bool = False
+    """Debug: compare a checksum of every parameter on both ends after each sync."""
+
+
+class ClusterConfig(Section):
+    ray_address: str | None = None
+    """Ray cluster to join ("auto" under `ray job submit`); None starts a private local instance."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the private local instance (default: all of this machine's)."""
+    num_gpus: int | None = Field(None, ge=0)
+    """GPUs of the private local instance (default: detected)."""
+    include_dashboard: bool = False
+    """Start Ray's dashboard with the private local instance."""
+    dashboard_host: str = "127.0.0.1"
+    """Where the dashboard listens; keep it on localhost unless you mean to expose it."""
+    object_store_memory_gib: float | None = Field(None, gt=0)
+    """Object store size of the private local instance."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How the run's placement group spreads actors over nodes."""
+    actor_start_timeout_s: float = Field(900, gt=0)
+    """An actor that is not ready after this long fails the run with its name."""
+
+
+class LoggingConfig(Section):
+    tensorboard: bool = True
+    """Write TensorBoard event files into the run folder."""
+    log_rollouts: bool = True
+    """Keep every response with its per-label scores in rollouts/step-*.parquet."""
+    status_every: int = Field(1, ge=1)
+    """Print a one-line status every this many steps."""
+
+
+class CheckpointConfig(Section):
+    every: int = Field(0, ge=0)
+    """Save a resumable checkpoint every this many steps (0: only the final policy)."""
+    resume: bool = True
+    """Resume from the newest complete checkpoint in the run folder if there is one."""
+    keep: int = Field(2, ge=1)
+    """How many recent checkpoints to keep."""
+

@@ -1,0 +1,90 @@
+"""Process housekeeping in one place: environment for vLLM / DeepSpeed / torch on CPU or
+GPU, thread counts per actor, and starting or joining Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from mogrpo.models import cache_dir
+
+
+def has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def worker_env(omp_threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables for an actor process (Ray runtime_env `env_vars`)."""
+    env = {
+        "OMP_NUM_THREADS": str(omp_threads),
+        "MKL_NUM_THREADS": str(omp_threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        # One-process vLLM inside the actor: starts in seconds, and the weight-sync
+        # engine lives in the actor's own process.
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CONFIGURE_LOGGING": "1",
+        # DeepSpeed compiles ops once into this folder instead of a temp dir per run.
+        "TORCH_EXTENSIONS_DIR": str(cache_dir() / "torch_extensions"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "MOGRPO_CACHE": str(cache_dir()),
+    }
+    if not has_gpu():
+        env["DS_ACCELERATOR"] = "cpu"
+    env.update(extra or {})
+    return env
+
+
+def apply_env(env: dict[str, str]) -> None:
+    os.environ.update(env)
+
+
+def set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def init_ray(ray_address: str | None, *, num_cpus=None, num_gpus=None, include_dashboard=False,
+             dashboard_host="127.0.0.1", object_store_memory_gib=None, runtime_env=None):
+    """Join `ray_address`, or start a private local instance that never attaches to a
+    cluster someone else started on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if ray_address:
+        ray.init(address=ray_address, runtime_env=runtime_env, log_to_driver=True)
+        return
+    temp_dir = os.environ.get("MOGRPO_RAY_TMP") or tempfile.mkdtemp(prefix="mogrpo-ray-")
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        include_dashboard=include_dashboard,
+        dashboard_host=dashboard_host,
+        object_store_memory=int(object_store_memory_gib * 2**30) if object_store_memory_gib else None,
+        runtime_env=runtime_env,
+        _temp_dir=temp_dir,
+        log_to_driver=True,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def clean_tmp(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

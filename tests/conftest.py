@@ -1,0 +1,38 @@
+"""Shared fixtures: a private Ray instance for the session and paths to shared data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MOGRPO_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A private Ray instance (never attaches to a cluster started with `ray start`)."""
+    import ray
+
+    from mogrpo.runtime import init_ray, worker_env
+
+    tmp = tempfile.mkdtemp(prefix="mogrpo-test-ray-")
+    os.environ["MOGRPO_RAY_TMP"] = tmp
+    init_ray(None, num_cpus=4, num_gpus=0, runtime_env={"env_vars": worker_env(1)})
+    yield ray
+    ray.shutdown()
