@@ -158,3 +158,25 @@ def _set_column(table: pa.Table, name: str, values) -> pa.Table:
     if name in table.column_names:
         return table.set_column(table.column_names.index(name), name, array)
     return table.append_column(name, array)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A chat prompt ready for generation: the user text (for the reward model) and the
+    chat-templated token ids (for the policy)."""
+
+    prompt_id: int
+    text: str
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How a rollout worker samples each group."""
+
+    group_size: int
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
