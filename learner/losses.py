@@ -134,11 +134,10 @@ def truncated_is_weights(old_logp: Tensor, behaviour_logp: Tensor, cap: float) -
 
 def accumulate_metrics(per_micro_batch: Sequence[dict[str, Tensor]]) -> dict[str, float]:
     """Mini-batch metrics from the micro-batches' metrics: sum each, but max `*_max` ones."""
-    keys = per_micro_batch[0].keys()
     out = {}
-    for key in keys:
-        values = torch.stack([m[key].float() for m in per_micro_batch])
-        out[key] = float(values.max() if key.endswith("_max") else values.sum())
+    for key in per_micro_batch[0]:
+        values = [float(m[key]) for m in per_micro_batch]
+        out[key] = max(values) if key.endswith("_max") else sum(values)
     return out
 
 
@@ -338,7 +337,7 @@ def gspo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, 
 
         s_i   = exp( (1/|y_i|) sum_t (logp_it - old_logp_it) )        length-normalised sequence ratio
         s_it  = sg[s_i] * exp(logp_it - sg[logp_it])                  value s_i, gradient s_i * grad logp_it
-        l_it  = -min(s_it A_i, clip(s_it, 1 - eps_low, 1 + eps_high) A_i) * w_it + beta * KL_it
+        l_it  = -min(s_it A_i, clip(s_it, 1 - eps_low, 1 + eps_high) A_i) * w_i + beta * KL_it
         L     = sum_i [ (1/|y_i|) sum_t l_it ] / total_sequences
 
     The token form has the same value and gradient as the sequence objective
@@ -346,18 +345,24 @@ def gspo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, 
     sequences. The paper's clip range is far narrower than GRPO's (3e-4 / 4e-4).
     Expects `group_advantages(scale="std")`.
 
+    The importance correction is per sequence too, like the ratio: w_i = exp(mean_t log w_it),
+    the length-normalised sequence weight (with untruncated weights, s_i * w_i is the
+    sequence ratio against the sampler itself). A per-token w_it would break the equality
+    of the token form's gradient with the gradient of its value.
+
     1. Neutral values on padding.
-    2. Sequence ratio, its token form, clipped surrogate, IS weights, KL.
+    2. Sequence ratio and its token form, sequence IS weight, clipped surrogate, KL.
     3. Mean over each sequence's tokens, then sum over sequences / total_sequences.
     """
     # 1. padding
     mask, logp, old_logp, ref_logp, w = _sanitise(inp, s)  # [B, T] each
-    # 2. sequence-level ratio in token form
+    # 2. sequence-level ratio in token form, sequence-level IS weight
     lengths = mask.sum(dim=1).clamp(min=1)  # [B]
     seq_log_ratio = masked_sum(logp - old_logp, mask, dim=1) / lengths  # [B]
     seq_ratio = torch.exp(seq_log_ratio)  # [B] s_i
     ratio = seq_ratio.detach()[:, None] * torch.exp(logp - logp.detach())  # [B, T] s_it
-    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s)
+    seq_w = torch.exp(masked_sum(w.log(), mask, dim=1) / lengths)  # [B] w_i
+    t = _token_terms(ratio, logp, ref_logp, seq_w[:, None].expand_as(w), mask, inp.advantages, s)
     # 3. per-sequence mean, then over the mini-batch's sequences
     loss = _per_sequence_mean(t.loss, mask, s)  # scalar
     return loss, _metrics(loss, _per_sequence_mean(t.pg, mask, s), t, s)
