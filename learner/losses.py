@@ -18,6 +18,10 @@ by those, never by micro-batch counts, so
 and so are the gradients accumulated by calling backward on each. A row must lie wholly in
 one micro-batch (per-sequence means use the row's own token count). The metrics are built
 the same way: sum them over micro-batches (`accumulate_metrics`), except `*_max` (take the max).
+Under data parallelism, where gradients are averaged over ranks, pass the global totals
+divided by the world size; the average over ranks is then the global mini-batch loss. Let
+nothing else rescale the loss (DeepSpeed's `engine.backward` divides by its
+gradient_accumulation_steps unless called with scale_wrt_gas=False).
 
     loss, metrics = policy_loss("grpo", PolicyLossInput(...), LossSettings(...))
 """
@@ -74,10 +78,11 @@ class LossSettings:
     """"k1", "k2" or "k3" (`kl.kl_estimate`)."""
     dr_grpo_constant: int
     """Dr. GRPO's constant divisor of each row's token sum (usually max_new_tokens); unused by the others."""
-    total_sequences: int
-    """Rows of the whole mini-batch (all micro-batches) with at least one unmasked token."""
-    total_tokens: int
-    """Unmasked tokens of the whole mini-batch (all micro-batches)."""
+    total_sequences: float
+    """Rows of the whole mini-batch (all micro-batches) with at least one unmasked token.
+    Under data parallelism, where gradients are averaged over ranks: the global count / world size."""
+    total_tokens: float
+    """Unmasked tokens of the whole mini-batch (all micro-batches); same data-parallel rule."""
 
     def __post_init__(self):
         if not 0 < self.clip_eps_low < 1 or self.clip_eps_high <= 0:
@@ -89,9 +94,11 @@ class LossSettings:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
         if self.kl_estimator not in ("k1", "k2", "k3"):
             raise ValueError(f"unknown KL estimator {self.kl_estimator!r}; expected 'k1', 'k2' or 'k3'")
-        for name in ("dr_grpo_constant", "total_sequences", "total_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.dr_grpo_constant < 1:
+            raise ValueError(f"dr_grpo_constant must be >= 1, got {self.dr_grpo_constant}")
+        for name in ("total_sequences", "total_tokens"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,9 +202,11 @@ def _token_terms(ratio: Tensor, logp: Tensor, ref_logp: Tensor | None, w: Tensor
 def _metrics(loss: Tensor, pg_loss: Tensor, t: _Terms, s: LossSettings) -> dict[str, Tensor]:
     """Detached metrics, each this micro-batch's share of the mini-batch value (sum them),
     except ratio_max (take the max). Token averages divide by total_tokens."""
+    def per_token(x: Tensor) -> Tensor:
+        return masked_sum(x.to(loss.dtype), t.mask) / s.total_tokens
+
     with torch.no_grad():
-        per_token = lambda x: masked_sum(x.to(loss.dtype), t.mask) / s.total_tokens  # noqa: E731
-        ratio_max = torch.where(t.mask, t.ratio, -torch.inf).max() if t.mask.any() else t.ratio.new_zeros(())
+        ratio_max = torch.where(t.mask, t.ratio, 0.0).max()  # ratios are > 0; 0 for an all-padding batch
         return {
             "loss": loss.detach(),
             "pg_loss": pg_loss.detach(),

@@ -303,6 +303,23 @@ def test_micro_batches_add_up_to_the_mini_batch(variant):
     assert micro_m == pytest.approx(full_m, rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_data_parallel_ranks_average_to_the_mini_batch(variant):
+    # two ranks hold 2 and 4 rows; DeepSpeed averages their gradients. Dividing by the global
+    # totals / world size (fractional here: 5 sequences / 2) makes the average exact.
+    logp, old, ref, adv, mask, w = random_batch(1)
+    s_full = settings(kl_coef=0.05, dr_grpo_constant=8, **totals(mask))
+    world = {k: v / 2 for k, v in totals(mask).items()}
+    s_rank = settings(kl_coef=0.05, dr_grpo_constant=8, **world)
+
+    def loss_of(rows, s):
+        cut = lambda x: x[rows]  # noqa: E731
+        return policy_loss(variant, PolicyLossInput(cut(logp), cut(old), adv[rows], cut(mask), cut(ref), cut(w)), s)[0]
+
+    average = (loss_of(slice(0, 2), s_rank) + loss_of(slice(2, 6), s_rank)) / 2
+    torch.testing.assert_close(average, loss_of(slice(0, 6), s_full))
+
+
 # ---------------------------------------------------------------------------------------------
 # gradient of the whole path against finite differences on a tiny model
 
