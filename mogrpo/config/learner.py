@@ -61,7 +61,7 @@ class LossConfig(Section):
 class LearnerConfig(Section):
     num_workers: int = Field(1, ge=1)
     """Data-parallel learner ranks (one DeepSpeed process each)."""
-    num_cpus: float = Field(1, ge=0)
+    num_cpus: float = Field(1, gt=0)
     """Ray CPUs each learner rank reserves."""
     num_gpus: float = Field(0, ge=0)
     """Ray GPUs each learner rank reserves."""

@@ -63,7 +63,7 @@ class RolloutConfig(Section):
     """Nucleus sampling mass."""
     top_k: int = Field(-1, ge=-1)
     """Top-k sampling; -1 disables it."""
-    num_cpus: float = Field(1, ge=0)
+    num_cpus: float = Field(1, gt=0)
     """Ray CPUs each rollout actor reserves."""
     num_gpus: float = Field(0, ge=0)
     """Ray GPUs each rollout actor reserves (fractional shares a GPU with the learner)."""

@@ -1,0 +1,260 @@
+"""Learner worker: owns one DeepSpeed engine (one data-parallel rank) and applies GRPO
+updates to scored rollout batches; rank 0 also owns the sending end of the weight sync.
+Orchestration wraps it with `ray.remote`. The math lives in advantages / kl / losses."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from learner.advantages import group_advantages, overlong_penalty
+from learner.batching import TrainTensors, micro_batches, mini_batches, to_response_coords, to_tensors
+from learner.engine import (
+    build_engine,
+    full_parameters,
+    hf_weights,
+    load_policy,
+    load_reference,
+    save_hf_folder,
+    torch_dtype,
+)
+from learner.kl import kl_reward_penalty
+from learner.logprobs import response_logprobs
+from learner.losses import LossSettings, PolicyLossInput, accumulate_metrics, policy_loss, truncated_is_weights
+from mogrpo.batch import RolloutBatch
+from mogrpo.config.learner import LearnerConfig
+from mogrpo.weight_sync import SyncEndpoint, SyncGroup, WeightSender
+
+
+class LearnerWorker:
+    """One data-parallel rank of the learner."""
+
+    def __init__(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str = "127.0.0.1",
+        master_port: int = 29500,
+        group_size: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        total_steps: int = 1,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+    ):
+        # DeepSpeed reads its rendezvous from the environment. Ray gives each actor its
+        # own CUDA_VISIBLE_DEVICES, so the local rank is always 0.
+        os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size),
+                          MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        torch.manual_seed(seed)
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.model_path = model_path
+        self.group_size, self.max_new_tokens, self.temperature = group_size, max_new_tokens, temperature
+        policy = load_policy(model_path, cfg, trust_remote_code)
+        self.reference = load_reference(model_path, cfg, trust_remote_code)
+        total_optimizer_steps = total_steps * cfg.mini_batches * cfg.epochs
+        self.engine, self.scheduler = build_engine(policy, cfg, world_size, total_optimizer_steps)
+        if self.reference is not None:
+            self.reference.to(self.engine.device)
+        self.generator = torch.Generator().manual_seed(seed * 7919 + rank)
+        self.sender: WeightSender | None = None
+        self.wire_dtype: torch.dtype | None = None
+
+    # ------------------------------------------------------------------ info
+    def ready(self) -> dict:
+        params = list(self.engine.module.parameters())
+        return {
+            "rank": self.rank,
+            "device": str(self.engine.device),
+            "parameters": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params),
+            "trainable": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params if p.requires_grad),
+        }
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: RolloutBatch) -> dict[str, float]:
+        """One GRPO update on this rank's share of a scored rollout batch (whole groups).
+
+        1. Pad the batch into tensors.
+        2. Reference log-probs (no grad), if the KL coefficient is non-zero.
+        3. Shape rewards (overlong penalty, KL in reward) and take group advantages.
+        4. Old log-probs: the current policy's own (single pass, free), recomputed, or vLLM's.
+        5. For each epoch and mini-batch: token-budget micro-batches, accumulate, step.
+        6. Metrics.
+        """
+        cfg, loss_cfg = self.cfg, self.cfg.loss
+        t0 = time.perf_counter()
+        # 1. tensors
+        data = to_tensors(batch)
+        # 2. reference
+        ref_logp = self._logprobs_no_grad(data, reference=True) if loss_cfg.kl_coef > 0 else None  # [B, T]
+        # 3. rewards -> advantages
+        rewards = data.rewards.clone()  # [B]
+        if loss_cfg.overlong_buffer_tokens:
+            rewards += overlong_penalty(data.response_len, self.max_new_tokens,
+                                        loss_cfg.overlong_buffer_tokens, loss_cfg.overlong_penalty)
+        if ref_logp is not None and loss_cfg.kl_in == "reward":
+            rewards += kl_reward_penalty(data.behaviour_logp, ref_logp, data.mask, loss_cfg.kl_coef, loss_cfg.kl_estimator)
+        scale = "none" if loss_cfg.variant == "dr_grpo" else "std"
+        advantages = group_advantages(rewards, data.group_ids, self.group_size, scale, loss_cfg.advantage_eps)  # [B]
+        mask = data.mask * (~data.truncated)[:, None] if loss_cfg.overlong_filter else data.mask  # [B, T]
+        # 4. old log-probs
+        single_pass = cfg.mini_batches == 1 and cfg.epochs == 1
+        if single_pass:
+            old_logp = None  # the policy has not moved yet: old = current, detached
+        elif loss_cfg.recompute_old_logprobs:
+            old_logp = self._logprobs_no_grad(data, reference=False)
+        else:
+            old_logp = data.behaviour_logp
+        t_prep = time.perf_counter() - t0
+        # 5. updates
+        kl_in_loss = ref_logp is not None and loss_cfg.kl_in == "loss"
+        lengths = data.response_start + data.response_len  # [B]
+        step_metrics, tokens = [], 0
+        for _ in range(cfg.epochs):
+            for rows in mini_batches(len(data), cfg.mini_batches, self.generator):
+                settings = self._loss_settings(mask[rows])
+                micro_metrics = []
+                parts = micro_batches(rows, lengths, cfg.micro_batch_tokens)
+                for k, micro in enumerate(parts):
+                    part = data.rows(micro)
+                    width = part.mask.shape[1]
+                    self.engine.set_gradient_accumulation_boundary(k == len(parts) - 1)
+                    logp = self._logprobs(self.engine, part)  # [b, t]
+                    old = logp.detach() if old_logp is None else old_logp[micro, :width]
+                    inp = PolicyLossInput(
+                        logp=logp,
+                        old_logp=old,
+                        advantages=advantages[micro],
+                        mask=mask[micro, :width],
+                        ref_logp=ref_logp[micro, :width] if kl_in_loss else None,
+                        is_weights=truncated_is_weights(old, part.behaviour_logp, loss_cfg.is_cap)
+                        if loss_cfg.is_correction == "truncated" else None,
+                    )
+                    loss, metrics = policy_loss(loss_cfg.variant, inp, settings)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"learner rank {self.rank}: non-finite loss {loss.item()} "
+                                                 f"in a micro-batch of prompts {sorted(set(part.group_ids.tolist()))}")
+                    # The loss is normalised already: no division by accumulation steps.
+                    self.engine.backward(loss, scale_wrt_gas=False)
+                    metrics["logp_gap"] = (inp.old_logp - part.behaviour_logp).abs().mul(inp.mask).sum() / settings.total_tokens
+                    micro_metrics.append(metrics)
+                    tokens += int(part.attention_mask.sum())
+                self.engine.step()
+                step_metrics.append({**accumulate_metrics(micro_metrics), "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)})
+        # 6. metrics (means over mini-batches)
+        elapsed = time.perf_counter() - t0
+        out = {k: sum(m[k] for m in step_metrics) / len(step_metrics) for k in step_metrics[0]}
+        out.update({
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "advantage/abs_mean": float(advantages.abs().mean()),
+            "learner/tokens_per_s": tokens / elapsed,
+            "time/learner_prep": t_prep,
+        })
+        if ref_logp is not None and loss_cfg.kl_in == "reward":
+            from learner.kl import kl_estimate
+
+            out["kl"] = float((kl_estimate(data.behaviour_logp, ref_logp, loss_cfg.kl_estimator) * data.mask).sum() / data.mask.sum())
+        return out
+
+    def _loss_settings(self, mask: torch.Tensor) -> LossSettings:
+        """Denominators of a mini-batch: global counts over data-parallel ranks, divided by
+        the world size because DeepSpeed averages the ranks' gradients."""
+        totals = torch.tensor([(mask.sum(1) > 0).sum(), mask.sum()], dtype=torch.float64)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(totals)
+        loss_cfg = self.cfg.loss
+        return LossSettings(
+            clip_eps_low=loss_cfg.clip_eps_low,
+            clip_eps_high=loss_cfg.clip_eps_high,
+            kl_coef=loss_cfg.kl_coef if loss_cfg.kl_in == "loss" else 0.0,
+            kl_estimator=loss_cfg.kl_estimator,
+            dr_grpo_constant=loss_cfg.dr_grpo_constant or self.max_new_tokens,
+            total_sequences=max(1.0, float(totals[0])) / self.world_size,
+            total_tokens=max(1.0, float(totals[1])) / self.world_size,
+        )
+
+    def _logprobs(self, model, part: TrainTensors) -> torch.Tensor:
+        device = self.engine.device
+        per_position = response_logprobs(
+            model,
+            part.input_ids.to(device),
+            part.attention_mask.to(device),
+            part.response_start.to(device),
+            self.temperature,
+        )  # [b, L-1]
+        return to_response_coords(per_position.cpu() if device.type != "cpu" else per_position,
+                                  part.response_start, part.mask.shape[1])  # [b, t]
+
+    @torch.no_grad()
+    def _logprobs_no_grad(self, data: TrainTensors, reference: bool) -> torch.Tensor:
+        """[B, T] log-probs of all rows under the reference (or current) policy, in micro-batches."""
+        out = torch.zeros_like(data.mask)
+        lengths = data.response_start + data.response_len
+        for micro in micro_batches(torch.arange(len(data)), lengths, self.cfg.micro_batch_tokens):
+            part = data.rows(micro)
+            if reference and self.reference is not None:
+                logp = self._logprobs(self.reference, part)
+            elif reference:  # LoRA: the base model is the policy with its adapters off
+                with self.engine.module.disable_adapter():
+                    logp = self._logprobs(self.engine.module, part)
+            else:
+                logp = self._logprobs(self.engine.module, part)
+            out[micro, : logp.shape[1]] = logp.float()
+        return out
+
+    # ------------------------------------------------------------------ weight sync
+    def sync_rendezvous(self) -> tuple[str, int]:
+        """An address and free port on this node for the sync group's store."""
+        from mogrpo.runtime import free_port, node_ip
+
+        return node_ip(), free_port()
+
+    def init_weight_sync(self, endpoint: SyncEndpoint, bucket_bytes: int, verify_checksum: bool, wire_dtype: str) -> None:
+        """Rank 0 opens the sending end (blocks until every rollout worker has joined)."""
+        self.wire_dtype = torch_dtype(wire_dtype)
+        if self.rank == 0:
+            self.sender = WeightSender(SyncGroup(endpoint, rank=0), bucket_bytes, verify_checksum)
+
+    def send_weights(self, version: int) -> dict:
+        """Send the current policy as `version`. Called on every rank (ZeRO-3 gathers are
+        collective); rank 0 sends once all parameters are gathered."""
+        with full_parameters(self.engine.module, self.cfg.zero_stage):
+            if self.rank != 0:
+                return {}
+            if self.sender is None:
+                raise RuntimeError("send_weights before init_weight_sync")
+            stats = self.sender.send(version, hf_weights(self.engine.module), dtype=self.wire_dtype)
+        return {"weight_sync/bytes": stats.bytes, "weight_sync/buckets": stats.buckets,
+                "weight_sync/seconds": stats.seconds, "weight_sync/wait_seconds": stats.wait_seconds}
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, path: str) -> str | None:
+        """Write the policy (LoRA merged) as a Hugging Face folder; rank 0 writes."""
+        with full_parameters(self.engine.module, self.cfg.zero_stage):
+            if self.rank != 0:
+                return None
+            module = self.engine.module
+            config = module.get_base_model().config if hasattr(module, "get_base_model") else module.config
+            return str(save_hf_folder(hf_weights(module), config, self.model_path, Path(path)))
+
+    def save_checkpoint(self, directory: str, tag: str) -> None:
+        """Model, optimizer and scheduler state for resuming (DeepSpeed's format)."""
+        self.engine.save_checkpoint(directory, tag=tag, client_state={"generator": self.generator.get_state()})
+
+    def load_checkpoint(self, directory: str, tag: str) -> None:
+        _, client = self.engine.load_checkpoint(directory, tag=tag, load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        if client is None:
+            raise FileNotFoundError(f"no learner checkpoint {tag!r} in {directory}")
+        self.generator.set_state(client["generator"])

@@ -1,0 +1,71 @@
+"""Metrics a person can plot: one JSON object per step in `metrics.jsonl`, the same
+scalars as TensorBoard events, and a one-line status for the terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsLogger:
+    """Appends to `<run_dir>/metrics.jsonl` (flushed per step, so a crash loses nothing
+    already logged) and writes TensorBoard scalars under `<run_dir>/tensorboard/`."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_after_step: int | None = None):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_after_step is not None and self.path.exists():
+            # Drop steps after the checkpoint we resume from: they will be run again.
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_after_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        elif resume_after_step is None and self.path.exists():
+            self.path.unlink()
+        self._file = open(self.path, "a")
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=(resume_after_step or 0) + 1)
+        self.started = time.time()
+
+    def log(self, step: int, metrics: dict[str, float | int | str]) -> None:
+        record = {"step": step, "time": round(time.time() - self.started, 3), **metrics}
+        self._file.write(json.dumps(record, default=float) + "\n")
+        self._file.flush()
+        if self._writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+            self._writer.flush()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def status_line(step: int, steps: int, m: dict, labels: list[str]) -> str:
+    """e.g. `step 3/10 v3 reward 0.612 [safety 0.81 actionability 0.55 ...] kl 0.0012 loss -0.003 len 41 | 52.1s (gen 8.2 rew 0.9 train 40.1 sync 0.6)`"""
+    per_label = " ".join(f"{label} {m.get(f'reward/{label}', float('nan')):.2f}" for label in labels)
+    return (
+        f"step {step}/{steps} v{m.get('policy_version', '?')} reward {m.get('reward/mean', float('nan')):.3f} "
+        f"[{per_label}] kl {m.get('kl', 0.0):.4f} loss {m.get('loss', float('nan')):+.4f} "
+        f"clip {m.get('clip_frac', 0.0):.3f} len {m.get('response_len/mean', 0.0):.0f} | "
+        f"{m.get('time/step', 0.0):.1f}s (gen {m.get('time/generate', 0.0):.1f} rew {m.get('time/reward', 0.0):.1f} "
+        f"train {m.get('time/train', 0.0):.1f} sync {m.get('time/sync', 0.0):.1f})"
+    )

@@ -1,0 +1,193 @@
+"""Chat prompts for rollouts: read from parquet / jsonl / json / csv files (pyarrow) or a
+Hugging Face data set, chat-templated, length-checked (too long prompts are counted,
+reported and skipped, never truncated), and served in seeded epochs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mogrpo.batch import Prompt
+from mogrpo.config.sections import DataConfig, PromptSource
+
+log = logging.getLogger(__name__)
+FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz")
+
+
+class PromptDataError(ValueError):
+    """A prompt source is missing, unreadable, lacks the prompt field, or yields no prompts."""
+
+
+@dataclass
+class PromptReport:
+    """What happened to each source's rows; printed at start-up and saved in the run folder."""
+
+    sources: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(s.get("used", 0) for s in self.sources.values())
+
+    def summary(self) -> str:
+        parts = []
+        for name, s in self.sources.items():
+            if "skipped" in s:
+                parts.append(f"{Path(name).name}: skipped ({s['skipped']})")
+            else:
+                parts.append(f"{Path(name).name}: {s['used']} used, {s['too_long']} too long, {s['empty']} empty")
+        return "; ".join(parts)
+
+
+def _is_file_ref(path: str) -> bool:
+    return path.endswith(FILE_SUFFIXES) or Path(path).exists() or path.startswith((".", "/", "~"))
+
+
+def read_rows(source: PromptSource) -> list[dict]:
+    """All rows of one source as dicts (files by suffix; otherwise a Hugging Face data set name)."""
+    path = Path(source.path).expanduser()
+    if not _is_file_ref(source.path):
+        try:
+            import datasets
+        except ImportError as err:
+            raise PromptDataError(
+                f"data source {source.path!r} is not a file; loading Hugging Face data sets needs `pip install datasets`"
+            ) from err
+        try:
+            return list(datasets.load_dataset(source.path, split=source.split))
+        except Exception as err:
+            raise PromptDataError(f"data source {source.path!r} (split {source.split!r}): {err}") from err
+    if not path.is_file():
+        raise PromptDataError(f"data source file not found: {path}")
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        if name.endswith(".csv"):
+            import pyarrow.csv as pacsv
+
+            return pacsv.read_csv(path).to_pylist()
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            if ".jsonl" in name:
+                return [json.loads(line) for line in f if line.strip()]
+            data = json.load(f)
+    except (OSError, ValueError) as err:
+        raise PromptDataError(f"cannot read data source {path}: {err}") from err
+    if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}
+        lists = [v for v in data.values() if isinstance(v, list)]
+        data = lists[0] if len(lists) == 1 else None
+    if not isinstance(data, list):
+        raise PromptDataError(f"{path}: expected a JSON list of rows")
+    return data
+
+
+def to_messages(value, system_prompt: str | None) -> list[dict]:
+    """A prompt cell (a string, or a list of {role, content}) as chat messages."""
+    if isinstance(value, str):
+        messages = [{"role": "user", "content": value}]
+    elif isinstance(value, list) and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
+        messages = [{"role": m["role"], "content": m["content"]} for m in value]
+    else:
+        raise TypeError(f"expected a string or a list of chat messages, got {type(value).__name__}")
+    if system_prompt and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system_prompt}, *messages]
+    return messages
+
+
+def encode_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n".join(m["content"] for m in messages)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], PromptReport]:
+    """Read every source, apply the chat template, drop over-long prompts, and mix."""
+    report = PromptReport()
+    prompts: list[Prompt] = []
+    rng = random.Random(seed)
+    for use_fallback in (False, True):
+        if use_fallback and prompts:
+            break
+        for source in data.sources:
+            if source.fallback != use_fallback:
+                continue
+            try:
+                rows = read_rows(source)
+            except PromptDataError as err:
+                if source.required and not source.fallback:
+                    raise
+                report.sources[source.path] = {"skipped": str(err)}
+                log.warning("prompt source skipped: %s", err)
+                continue
+            if rows and source.prompt_field not in rows[0]:
+                raise PromptDataError(
+                    f"data source {source.path}: no field {source.prompt_field!r} "
+                    f"(fields: {sorted(rows[0])}); set prompt_field"
+                )
+            if data.shuffle:
+                rng.shuffle(rows)
+            stats = {"rows": len(rows), "used": 0, "too_long": 0, "empty": 0}
+            for row in rows:
+                if source.limit is not None and stats["used"] >= source.limit:
+                    break
+                value = row.get(source.prompt_field)
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    stats["empty"] += 1
+                    continue
+                try:
+                    messages = to_messages(value, data.system_prompt)
+                except TypeError as err:
+                    raise PromptDataError(f"data source {source.path}, field {source.prompt_field!r}: {err}") from None
+                token_ids = encode_prompt(tokenizer, messages)
+                if len(token_ids) > data.max_prompt_tokens:
+                    stats["too_long"] += 1
+                    continue
+                text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+                prompts.append(Prompt(len(prompts), text, tuple(token_ids)))
+                stats["used"] += 1
+            report.sources[source.path] = stats
+            if stats["too_long"]:
+                log.warning(
+                    "%s: skipped %d prompts longer than data.max_prompt_tokens=%d",
+                    source.path, stats["too_long"], data.max_prompt_tokens,
+                )
+    if not prompts:
+        raise PromptDataError(f"no usable prompts in data.sources ({report.summary() or 'nothing read'})")
+    if data.shuffle:
+        order = list(range(len(prompts)))
+        rng.shuffle(order)
+        prompts = [Prompt(i, prompts[j].text, prompts[j].token_ids) for i, j in enumerate(order)]
+    return prompts, report
+
+
+class PromptSampler:
+    """Serves prompts in epochs, each a fresh seeded permutation; `position` is the whole
+    state, so a resumed run continues exactly where it stopped."""
+
+    def __init__(self, prompts: list[Prompt], seed: int, position: int = 0):
+        if not prompts:
+            raise PromptDataError("PromptSampler needs at least one prompt")
+        self.prompts = prompts
+        self.seed = seed
+        self.position = position
+
+    def _order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.prompts)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[Prompt]:
+        out = []
+        for _ in range(n):
+            epoch, i = divmod(self.position, len(self.prompts))
+            out.append(self.prompts[self._order(epoch)[i]])
+            self.position += 1
+        return out

@@ -1,0 +1,52 @@
+"""Resumable run state: the learner's DeepSpeed checkpoint plus the driver's own state
+(step, policy version, prompt position), committed by one atomic write of `latest.json`
+after every rank has finished writing. A crash mid-save leaves the previous checkpoint
+as the newest complete one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mogrpo.metrics import atomic_write_text
+
+
+@dataclass
+class DriverState:
+    step: int  # last completed step
+    policy_version: int
+    prompt_position: int
+    tag: str  # learner checkpoint tag under checkpoints/
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def read_latest(run_dir: Path) -> DriverState | None:
+    path = checkpoint_dir(run_dir) / "latest.json"
+    if not path.is_file():
+        return None
+    try:
+        state = DriverState(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({err}); delete it to start over, or restore it") from err
+    if not (checkpoint_dir(run_dir) / state.tag).is_dir():
+        raise FileNotFoundError(f"{path} names checkpoint {state.tag!r}, which is missing from {checkpoint_dir(run_dir)}")
+    return state
+
+
+def commit(run_dir: Path, state: DriverState, keep: int) -> None:
+    """Make `state` the newest checkpoint, then prune all but the `keep` newest."""
+    root = checkpoint_dir(run_dir)
+    atomic_write_text(root / "latest.json", json.dumps(asdict(state), indent=2))
+    tags = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")), key=lambda p: p.name)
+    for old in tags[:-keep]:
+        if old.name != state.tag:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def tag_for(step: int) -> str:
+    return f"step-{step:07d}"

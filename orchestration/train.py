@@ -1,0 +1,224 @@
+"""Multi-objective GRPO driver: the whole schedule of a run, every wait visible.
+
+    python -m orchestration.train --config cluster_configs/cpu_smoke.yaml [dotted.key=value ...]
+    ray job submit --working-dir . -- python -m orchestration.train --config cluster_configs/multi_gpu.yaml
+
+0. Pre-flight, before any actor: config, policy model, prompts, reward model.
+1. Ray, placement group, actors (learner ranks, vLLM rollout workers, reward replicas).
+2. The weight-sync group between learner rank 0 and every vLLM worker.
+3. Resume from the newest complete checkpoint, if any.
+4. Each step: generate groups -> score -> train -> broadcast weights -> log -> checkpoint.
+   With `async_rollout` the next step's groups are generated while the learner trains.
+5. Save the final policy as a Hugging Face folder in `<run>/final/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mogrpo.batch import RolloutBatch, SamplingSettings
+from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
+from mogrpo.metrics import MetricsLogger, atomic_write_text, status_line
+from mogrpo.models import resolve_model
+from mogrpo.prompts import PromptSampler, load_prompts
+from mogrpo.weight_sync import SyncEndpoint
+from orchestration import checkpoint
+from orchestration.groups import gather
+from orchestration.placement import plan_placement
+
+log = logging.getLogger("mogrpo")
+
+
+def preflight(cfg: RunConfig):
+    """Everything that can fail without starting an actor."""
+    from transformers import AutoTokenizer
+
+    from reward_service.actor import check_model_aggregation
+    from reward_service.train import ensure_reward_model
+
+    policy_path = resolve_model(cfg.model.path)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=cfg.model.trust_remote_code)
+    prompts, report = load_prompts(cfg.data, tokenizer, cfg.seed)
+    log.info("prompts: %d (%s)", len(prompts), report.summary())
+    reward_path = ensure_reward_model(cfg.reward.model, fit_if_missing=cfg.reward.fit_if_missing)
+    labels = check_model_aggregation(str(reward_path), cfg.reward.aggregation)
+    return policy_path, prompts, reward_path, labels
+
+
+def generate_groups(actors, sampler: PromptSampler, cfg: RunConfig, step: int) -> dict:
+    """Start generating one step's groups (returns refs; `collect` waits for them)."""
+    sampling = SamplingSettings(
+        group_size=cfg.rollout.group_size,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        seed=cfg.seed * 100_003 + step,
+    )
+    return actors.rollout.start_generate(sampler.take(cfg.rollout.prompts_per_step), sampling, first_group_id=0)
+
+
+def score(actors, batch: RolloutBatch) -> RolloutBatch:
+    scores = actors.reward.score(
+        batch.column("prompt"), batch.column("response"), batch.group_ids.tolist(),
+        [len(t) for t in batch.column("response_token_ids")],
+    )
+    return batch.with_rewards(scores)
+
+
+def sync_weights(actors, version: int) -> dict:
+    """Broadcast the learner's weights as `version`; both ends run at once."""
+    sends = actors.learner.send_weights(version)
+    receives = actors.rollout.update_weights(version)
+    results = gather({**sends, **receives}, f"weight sync v{version}")
+    stale = {n: v for n, v in results.items() if n in receives and v != version}
+    if stale:
+        raise RuntimeError(f"weight sync v{version}: workers report other versions {stale}")
+    return results["learner-0"]
+
+
+def step_metrics(batch: RolloutBatch, train: dict, labels: list[str]) -> dict:
+    lengths = np.array([len(t) for t in batch.column("response_token_ids")])
+    out = {
+        "reward/mean": float(np.mean(batch.rewards)),
+        "reward/std": float(np.std(batch.rewards)),
+        **{f"reward/{label}": float(np.mean(batch.numpy(f"reward/{label}"))) for label in labels},
+        "response_len/mean": float(lengths.mean()),
+        "response_len/max": int(lengths.max()),
+        "response/truncated_frac": float(np.mean([f == "length" for f in batch.column("finish_reason")])),
+    }
+    return {**out, **train}
+
+
+def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch) -> None:
+    import pyarrow.parquet as pq
+
+    path = run_dir / "rollouts" / f"step-{step:06d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(batch.table, tmp)
+    tmp.replace(path)
+
+
+def run(cfg: RunConfig) -> Path:
+    from mogrpo.runtime import init_ray, worker_env
+    from orchestration.actors import start_actors
+
+    # 0. pre-flight
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    policy_path, prompts, reward_path, labels = preflight(cfg)
+    resume = checkpoint.read_latest(run_dir) if cfg.checkpoint.resume else None
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+
+    # 1. Ray and actors
+    placement = plan_placement(cfg)
+    init_ray(cfg.cluster.ray_address, num_cpus=cfg.cluster.num_cpus or max(2, int(np.ceil(placement.totals()["CPU"]))),
+             num_gpus=cfg.cluster.num_gpus, include_dashboard=cfg.cluster.include_dashboard,
+             dashboard_host=cfg.cluster.dashboard_host, object_store_memory_gib=cfg.cluster.object_store_memory_gib,
+             runtime_env={"env_vars": worker_env(1)})
+    t0 = time.perf_counter()
+    actors = start_actors(cfg, placement, policy_path, reward_path)
+    log.info("actors ready in %.1fs", time.perf_counter() - t0)
+    try:
+        # 2. weight-sync group: learner rank 0 + every vLLM worker
+        import ray
+
+        addr, port = ray.get(actors.learner.handles[0].sync_rendezvous.remote())
+        endpoint = SyncEndpoint(
+            transport=cfg.weight_sync.transport,
+            master_addr=cfg.weight_sync.master_addr or addr,
+            master_port=cfg.weight_sync.master_port or port,
+            world_size=1 + cfg.rollout.num_workers * cfg.rollout.tensor_parallel_size,
+            timeout_s=cfg.weight_sync.timeout_s,
+            peer_names=["learner"] + [n for n in actors.rollout.names for _ in range(cfg.rollout.tensor_parallel_size)],
+        )
+        inits = {n: h.init_weight_sync.remote(endpoint, int(cfg.weight_sync.bucket_mb * 2**20),
+                                              cfg.weight_sync.verify_checksum, cfg.model.dtype)
+                 for n, h in zip(actors.learner.names, actors.learner.handles)}
+        gather({**inits, **actors.rollout.init_weight_sync(endpoint)}, "weight-sync group set-up")
+
+        # 3. resume
+        sampler = PromptSampler(prompts, cfg.seed)
+        first_step, version = 1, 0
+        if resume is not None:
+            actors.learner.call("load_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), resume.tag)
+            sampler.position, version, first_step = resume.prompt_position, resume.policy_version, resume.step + 1
+            sync_weights(actors, version)
+            log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
+        logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=resume.step if resume else None)
+
+        # 4. the loop
+        pending, ready = generate_groups(actors, sampler, cfg, first_step), None
+        for step in range(first_step, cfg.steps + 1):
+            t_step = time.perf_counter()
+            batch = ready if ready is not None else actors.rollout.finish_generate(pending)
+            t_gen = time.perf_counter() - t_step
+            batch.check_groups(cfg.rollout.group_size)
+
+            t = time.perf_counter()
+            batch = score(actors, batch)
+            t_reward = time.perf_counter() - t
+
+            prefetch = cfg.async_rollout and step < cfg.steps
+            if prefetch:  # the next groups come from the current policy: one step off-policy
+                pending = generate_groups(actors, sampler, cfg, step + 1)
+            t = time.perf_counter()
+            train = actors.learner.train(batch)
+            t_train = time.perf_counter() - t
+            # Workers take the update only after they finish generating, so wait for that first.
+            ready = actors.rollout.finish_generate(pending) if prefetch else None
+
+            t = time.perf_counter()
+            version += 1
+            sync = sync_weights(actors, version)
+            t_sync = time.perf_counter() - t
+            if not cfg.async_rollout and step < cfg.steps:
+                pending = generate_groups(actors, sampler, cfg, step + 1)
+
+            metrics = {"policy_version": version, **step_metrics(batch, train, labels), **sync,
+                       "time/generate": t_gen, "time/reward": t_reward, "time/train": t_train, "time/sync": t_sync,
+                       "time/step": time.perf_counter() - t_step}
+            logger.log(step, metrics)
+            if cfg.logging.log_rollouts:
+                save_rollouts(run_dir, step, batch)
+            if step % cfg.logging.status_every == 0 or step == cfg.steps:
+                print(status_line(step, cfg.steps, metrics, labels), flush=True)
+            if cfg.checkpoint.every and (step % cfg.checkpoint.every == 0) and step < cfg.steps:
+                tag = checkpoint.tag_for(step)
+                actors.learner.call("save_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), tag)
+                checkpoint.commit(run_dir, checkpoint.DriverState(step, version, sampler.position, tag), cfg.checkpoint.keep)
+        logger.close()
+
+        # 5. final policy
+        final = run_dir / "final"
+        actors.learner.call("save_pretrained", str(final))
+        print(f"final policy (version {version}) saved to {final}", flush=True)
+        return final
+    finally:
+        actors.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML run config (see cluster_configs/); defaults if omitted")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. learner.lr=1e-6 steps=10")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
