@@ -1,11 +1,11 @@
-"""Config of the reward service used during a GRPO run: which model, how labels combine,
-how the actor batches."""
+"""Config of the reward service used during a GRPO run (which model, how labels combine, how
+the actor batches) and of training the reward model (`RewardTrainConfig`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from mogrpo.config.base import Section
 
@@ -27,6 +27,8 @@ class AggregationConfig(Section):
     """Rule term: subtract this times max(0, response_tokens - length_target) / length_target."""
     length_target: int = Field(256, ge=1)
     """Rule term: responses up to this many tokens are not penalised."""
+    empty_response_score: float = Field(0.0, ge=0, le=1)
+    """Every label's score of an empty or whitespace-only response (the encoder is not run on it)."""
 
 
 class RewardConfig(Section):
@@ -48,3 +50,105 @@ class RewardConfig(Section):
     """Most (prompt, response) pairs scored in one encoder forward."""
     max_wait_ms: float = Field(5.0, ge=0)
     """How long the actor waits to fill a batch from concurrent requests."""
+
+
+# ------------------------------------------------ training the reward model (reward_service.train)
+
+REWARD_SOURCES = ("xstest", "hh_rlhf", "safety_tuned_llamas", "openai_moderation", "alpaca_eval", "alpaca_seed",
+                  "politeness")
+"""Sources with a reader in reward_service/sources.py (the mapping is documented in reward_service/README.md)."""
+
+
+class RewardSourceConfig(Section):
+    enabled: bool = True
+    """Read this source at all."""
+    path: str | None = None
+    """File or folder of the source; relative paths are under `data.data_dir`; null = its usual place there."""
+    labels: list[str] | None = None
+    """Keep only these of the labels the source provides (null = all it provides)."""
+    limit: int | None = Field(None, ge=1)
+    """Use at most this many examples (pairs) of the source, a seeded random subset; each keeps its split."""
+    weight: float = Field(1.0, gt=0)
+    """Loss weight of this source's examples relative to other sources of the same label."""
+
+
+class RewardDataConfig(Section):
+    data_dir: str = "../shared/data"
+    """Folder of the shared data sets; a relative path is taken from the repository root."""
+    sources: dict[str, RewardSourceConfig] = {name: RewardSourceConfig() for name in REWARD_SOURCES}
+    """Sources to train on, by reader name; a source not listed is not read."""
+    split_seed: int = 0
+    """Seeds the held-out split (a hash of seed, source and prompt key): fixed across runs."""
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    """Share of each source's prompts held out for early stopping."""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Share of each source's prompts held out for the reported metrics (never trained or stopped on)."""
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: dict[str, RewardSourceConfig]) -> dict[str, RewardSourceConfig]:
+        unknown = [k for k in sources if k not in REWARD_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source {unknown[0]!r} (known: {', '.join(REWARD_SOURCES)})")
+        return sources
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction ({self.val_fraction}) + test_fraction ({self.test_fraction}) "
+                             "leaves nothing to train on")
+        return self
+
+
+class RewardModelArchConfig(Section):
+    encoder: str = "minilm-l6"
+    """Encoder: a built-in name, a local Hugging Face folder or a hub id (BERT-style, reads pairs)."""
+    labels: list[str] = Field(list(DEFAULT_LABELS), min_length=1)
+    """One head per label; each scores in [0, 1]."""
+    max_length: int = Field(256, ge=16, le=512)
+    """Tokens of a (prompt, response) pair; longer pairs keep the prompt's end and the response's start."""
+    response_head_tokens: int = Field(32, ge=1)
+    """The response's first tokens are also pooled on their own (a refusal shows there)."""
+    head_hidden: int = Field(256, ge=1)
+    """Hidden width of each label's head."""
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout inside the heads during training."""
+    layers: list[int] = Field([-1], min_length=1)
+    """Encoder hidden states pooled (-1 = last layer); the encoder itself stays frozen."""
+
+
+class RewardOptimConfig(Section):
+    epochs: int = Field(60, ge=1)
+    """Most passes over the training examples (early stopping usually ends sooner)."""
+    patience: int = Field(8, ge=1)
+    """Stop after this many epochs without a better validation loss; the best epoch is kept."""
+    batch_size: int = Field(256, ge=1)
+    """Labelled examples per optimiser step."""
+    pair_batch_size: int = Field(64, ge=1)
+    """Chosen/rejected pairs per optimiser step."""
+    lr: float = Field(1e-3, gt=0)
+    """AdamW learning rate of the heads."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay."""
+    pairwise_weight: float = Field(1.0, ge=0)
+    """Weight of the Bradley-Terry pair loss beside the pointwise loss."""
+    pointwise_loss: Literal["bce", "mse"] = "bce"
+    """Regression loss on soft labels: cross-entropy or squared error on the sigmoid."""
+    seed: int = 0
+    """Seeds head initialisation, shuffling and `limit` subsets."""
+
+
+class RewardTrainConfig(Section):
+    """Root of `cluster_configs/reward_default.yaml` (python -m reward_service.train --config ...)."""
+
+    output: str = "runs/reward-model"
+    """The model folder to write (atomically); a relative path is taken from the working directory."""
+    model: RewardModelArchConfig = RewardModelArchConfig()
+    data: RewardDataConfig = RewardDataConfig()
+    train: RewardOptimConfig = RewardOptimConfig()
+    encode_batch_size: int = Field(64, ge=1)
+    """Pairs per encoder forward when computing features."""
+    omp_threads: int = Field(2, ge=1)
+    """Torch intra-op threads."""
+    feature_cache: str | None = "default"
+    """Folder caching encoder features per source ("default" = $MOGRPO_CACHE/reward_features; null = off)."""

@@ -1,0 +1,314 @@
+"""The multi-label reward model: an encoder reads prompt and response together as one
+pair, `[CLS] prompt [SEP] response [SEP]`; three pooled views of its hidden states (the
+prompt's mean, the response's mean, the mean of the response's first tokens, where a
+refusal shows) feed one small head per label; a sigmoid puts each score in [0, 1].
+
+Saved folder (written atomically: a temp folder beside it, then a rename):
+    config.json, model.safetensors, tokenizer files   the encoder (a plain HF folder)
+    heads.safetensors                                  one head per label
+    reward_model.json                                  labels, pooling, max length
+    training_config.yaml, metrics.json                 how it was trained, held-out numbers
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mogrpo-reward-model/1"
+SPEC_FILE = "reward_model.json"
+HEADS_FILE = "heads.safetensors"
+METRICS_FILE = "metrics.json"
+TRAIN_CONFIG_FILE = "training_config.yaml"
+NUM_SPECIAL = 3  # [CLS] prompt [SEP] response [SEP]
+
+
+class RewardModelError(ValueError):
+    """A reward-model folder or a scoring request is malformed."""
+
+
+@dataclass
+class ModelSpec:
+    """What, besides weights, defines a reward model (saved as reward_model.json)."""
+
+    labels: list[str]
+    max_length: int = 256  # tokens of the pair, special tokens included
+    response_head_tokens: int = 32  # the response's first tokens pooled on their own
+    head_hidden: int = 256
+    head_dropout: float = 0.1  # active in training only
+    layers: list[int] = field(default_factory=lambda: [-1])  # hidden states pooled (-1 = last)
+    encoder_source: str = ""  # the reference the encoder came from (informational)
+    format: str = FORMAT
+
+    def feature_dim(self, hidden_size: int) -> int:
+        return 3 * hidden_size * len(self.layers)
+
+
+def truncate_pair(n_prompt: int, n_response: int, budget: int) -> tuple[int, int]:
+    """How many prompt tokens (kept from its END) and response tokens (kept from its START)
+    fit in `budget`. Whole pairs that fit are kept; otherwise the prompt keeps at least
+    half the budget when it needs it, and the response gets the rest."""
+    if n_prompt + n_response <= budget:
+        return n_prompt, n_response
+    keep_prompt = min(n_prompt, max(budget // 2, budget - n_response))
+    return keep_prompt, min(n_response, budget - keep_prompt)
+
+
+@dataclass
+class EncodedPairs:
+    ids: list[list[int]]  # per pair: [CLS] p [SEP] r [SEP]
+    n_prompt: list[int]  # prompt tokens kept (the response starts at n_prompt + 2)
+    truncated: int  # pairs that lost tokens
+
+
+def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> EncodedPairs:
+    """Tokenise pairs with the truncation rule of `truncate_pair`."""
+    budget = max_length - NUM_SPECIAL
+    p_ids = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
+    r_ids = tokenizer(list(responses), add_special_tokens=False, verbose=False)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    ids, n_prompt, truncated = [], [], 0
+    for p, r in zip(p_ids, r_ids):
+        kp, kr = truncate_pair(len(p), len(r), budget)
+        truncated += (kp, kr) != (len(p), len(r))
+        p = p[len(p) - kp:]
+        ids.append([cls, *p, sep, *r[:kr], sep])
+        n_prompt.append(kp)
+    return EncodedPairs(ids, n_prompt, truncated)
+
+
+def collate(ids: list[list[int]], n_prompt: list[int], pad_id: int, head_tokens: int) -> dict[str, torch.Tensor]:
+    """Pad a batch and build the pooling masks."""
+    B, L = len(ids), max(len(x) for x in ids)
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)  # [B, L]
+    attention = torch.zeros((B, L), dtype=torch.long)  # [B, L]
+    token_type = torch.zeros((B, L), dtype=torch.long)  # [B, L]: 1 on the response segment
+    prompt_mask = torch.zeros((B, L))  # [B, L]: prompt tokens only (no [CLS]/[SEP])
+    response_mask = torch.zeros((B, L))  # [B, L]: response tokens only
+    head_mask = torch.zeros((B, L))  # [B, L]: the response's first `head_tokens`
+    for b, (x, kp) in enumerate(zip(ids, n_prompt)):
+        n = len(x)
+        input_ids[b, :n] = torch.tensor(x)
+        attention[b, :n] = 1
+        start, end = kp + 2, n - 1  # response tokens sit between the first and last [SEP]
+        token_type[b, kp + 2:n] = 1
+        prompt_mask[b, 1:kp + 1] = 1
+        response_mask[b, start:end] = 1
+        head_mask[b, start:min(end, start + head_tokens)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": token_type,
+            "prompt_mask": prompt_mask, "response_mask": response_mask, "head_mask": head_mask}
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """hidden [B, L, H], mask [B, L] -> [B, H]; an empty mask gives zeros."""
+    total = (hidden * mask.unsqueeze(-1)).sum(1)  # [B, H]
+    return total / mask.sum(1, keepdim=True).clamp(min=1.0)  # [B, H]
+
+
+class Head(nn.Module):
+    """One label's regressor: features [B, F] -> logit [B]."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features).squeeze(-1)  # [B]
+
+
+class RewardModel(nn.Module):
+    def __init__(self, encoder: nn.Module, tokenizer, spec: ModelSpec):
+        super().__init__()
+        self.encoder, self.tokenizer, self.spec = encoder, tokenizer, spec
+        dim = spec.feature_dim(encoder.config.hidden_size)
+        self.heads = nn.ModuleDict({label: Head(dim, spec.head_hidden, spec.head_dropout) for label in spec.labels})
+        self.pairs_seen = 0
+        self.pairs_truncated = 0
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.spec.labels)
+
+    # ------------------------------------------------------------------ forward pieces
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder + pooling: a collated batch -> features [B, F]."""
+        out = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"], output_hidden_states=True)
+        views = []
+        for layer in self.spec.layers:
+            h = out.hidden_states[layer].float()  # [B, L, H]
+            views += [masked_mean(h, batch["prompt_mask"]), masked_mean(h, batch["response_mask"]),
+                      masked_mean(h, batch["head_mask"])]
+        return torch.cat(views, dim=-1)  # [B, 3 * H * len(layers)]
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """features [B, F] -> logits [B, K], columns in `labels` order."""
+        return torch.stack([self.heads[label](features) for label in self.spec.labels], dim=-1)
+
+    @torch.inference_mode()
+    def encode(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64,
+               progress: str | None = None) -> torch.Tensor:
+        """Features [N, F] of N pairs, batched by length (longest first) to limit padding."""
+        enc = encode_pairs(self.tokenizer, prompts, responses, self.spec.max_length)
+        self.pairs_seen += len(enc.ids)
+        self.pairs_truncated += enc.truncated
+        order = sorted(range(len(enc.ids)), key=lambda i: -len(enc.ids[i]))
+        dim = self.spec.feature_dim(self.encoder.config.hidden_size)
+        out = torch.empty((len(order), dim))
+        chunks = range(0, len(order), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc=progress, unit="batch", dynamic_ncols=True)
+        for start in chunks:
+            idx = order[start:start + batch_size]
+            batch = collate([enc.ids[i] for i in idx], [enc.n_prompt[i] for i in idx],
+                            self.tokenizer.pad_token_id, self.spec.response_head_tokens)
+            out[idx] = self.features(batch)
+        if progress and enc.truncated:
+            log.info("%s: %d of %d pairs longer than %d tokens were cut (prompt end and response start kept)",
+                     progress, enc.truncated, len(enc.ids), self.spec.max_length)
+        return out
+
+    @torch.inference_mode()
+    def scores_from_features(self, features: torch.Tensor) -> dict[str, np.ndarray]:
+        probs = torch.sigmoid(self.head_logits(features)).numpy()  # [N, K]
+        return {label: probs[:, k].astype(np.float32) for k, label in enumerate(self.spec.labels)}
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64,
+              empty_score: float = 0.0) -> dict[str, np.ndarray]:
+        """Each label's score in [0, 1] for every (prompt, response): label -> [N] float32.
+        An empty or whitespace-only response is not encoded; every label gets `empty_score`."""
+        check_pairs(prompts, responses)
+        n = len(responses)
+        out = {label: np.full(n, empty_score, dtype=np.float32) for label in self.spec.labels}
+        keep = [i for i, r in enumerate(responses) if r.strip()]
+        if keep:
+            feats = self.encode([prompts[i] for i in keep], [responses[i] for i in keep], batch_size)
+            for label, values in self.scores_from_features(feats).items():
+                out[label][keep] = values
+        for label, values in out.items():
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                i = int(bad[0])
+                raise RewardModelError(f"label {label!r} scored {float(values[i])} for sample {i} "
+                                       f"(response {responses[i][:80]!r}); {bad.size} bad in all")
+        return out
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | Path, train_config_yaml: str | None = None, metrics: dict | None = None) -> Path:
+        """Write the model folder atomically (see the module docstring)."""
+
+        def fill(tmp: Path) -> None:
+            self.encoder.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            heads = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+            save_file(heads, str(tmp / HEADS_FILE), metadata={"format": FORMAT})
+            (tmp / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2))
+            if train_config_yaml is not None:
+                (tmp / TRAIN_CONFIG_FILE).write_text(train_config_yaml)
+            if metrics is not None:
+                (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+        return write_folder_atomically(Path(path), fill)
+
+
+def check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
+    if len(prompts) != len(responses):
+        raise RewardModelError(f"{len(prompts)} prompts but {len(responses)} responses")
+    for name, seq in (("prompt", prompts), ("response", responses)):
+        for i, x in enumerate(seq):
+            if not isinstance(x, str):
+                raise RewardModelError(f"{name} {i} is a {type(x).__name__}, expected str")
+
+
+def write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Run `fill(tmp)` on a temp folder beside `target`, then swap it in with a rename."""
+    target = target.expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
+    try:
+        fill(tmp)
+        tmp.chmod(0o755)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_reward_model(encoder_ref: str, spec: ModelSpec, seed: int = 0) -> RewardModel:
+    """A fresh model: the encoder from `encoder_ref` (built-in, folder or hub id), new heads."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from mogrpo.models import resolve_model
+
+    folder = resolve_model(encoder_ref)
+    torch.manual_seed(seed)
+    encoder = AutoModel.from_pretrained(folder, trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    _check_tokenizer(tokenizer, folder)
+    spec.encoder_source = spec.encoder_source or encoder_ref
+    return RewardModel(encoder, tokenizer, spec)
+
+
+def _check_tokenizer(tokenizer, folder) -> None:
+    missing = [t for t in ("cls_token_id", "sep_token_id", "pad_token_id") if getattr(tokenizer, t) is None]
+    if missing:
+        raise RewardModelError(f"encoder tokenizer in {folder} lacks {missing}: a BERT-style pair encoder is needed")
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    path = Path(path)
+    file = path / SPEC_FILE
+    if not file.is_file():
+        raise RewardModelError(f"{path} is not a reward model folder: {SPEC_FILE} is missing "
+                               f"(train one with `make reward`)")
+    data = json.loads(file.read_text())
+    if data.get("format") != FORMAT:
+        raise RewardModelError(f"{file}: format {data.get('format')!r}, expected {FORMAT!r}")
+    return ModelSpec(**data)
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """The labels of a saved model, without loading its weights."""
+    return read_spec(path).labels
+
+
+def load_reward_model(path: str | Path, threads: int | None = None) -> RewardModel:
+    """Load a saved reward model for scoring (eval mode, CPU)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = Path(path)
+    spec = read_spec(path)
+    encoder = AutoModel.from_pretrained(path, trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    _check_tokenizer(tokenizer, path)
+    model = RewardModel(encoder, tokenizer, spec)
+    heads = load_file(str(path / HEADS_FILE))
+    missing, unexpected = model.heads.load_state_dict(heads, strict=False)
+    if missing or unexpected:
+        raise RewardModelError(f"{path / HEADS_FILE}: missing {missing[:4]}, unexpected {unexpected[:4]} "
+                               f"for labels {spec.labels}")
+    return model.eval()

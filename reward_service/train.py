@@ -1,0 +1,226 @@
+"""Train the multi-label reward model.
+
+    python -m reward_service.train --config cluster_configs/reward_default.yaml [dotted.key=value ...]
+    make reward
+
+1. Read every enabled source (reward_service/sources.py) and give each row its split
+   (train / val for early stopping / test for the reported metrics).
+2. Encode every (prompt, response) once with the frozen encoder; features are cached per
+   source, so a second run with other head settings skips this step.
+3. Fit one head per label: masked pointwise loss on graded targets plus the
+   Bradley-Terry loss on chosen/rejected pairs (reward_service/losses.py), AdamW,
+   early stopping on the validation loss, the best epoch kept.
+4. Measure the test split (reward_service/evaluate.py) and write the model folder
+   atomically, with its training config and metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mogrpo.config import load_yaml_section, to_yaml
+from mogrpo.config.reward import RewardTrainConfig
+from reward_service import evaluate as ev
+from reward_service.dataset import SourceRows, load_splits, split_counts
+from reward_service.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
+from reward_service.losses import masked_pointwise_loss, pairwise_loss
+from reward_service.model import ModelSpec, RewardModel, build_reward_model
+
+log = logging.getLogger(__name__)
+
+
+def spec_from_config(cfg: RewardTrainConfig) -> ModelSpec:
+    m = cfg.model
+    return ModelSpec(labels=list(m.labels), max_length=m.max_length, response_head_tokens=m.response_head_tokens,
+                     head_hidden=m.head_hidden, head_dropout=m.head_dropout, layers=list(m.layers))
+
+
+def batch_loss(model: RewardModel, data: FeatureSet, ex_idx: torch.Tensor, pair_idx: torch.Tensor,
+               pointwise_kind: str, pairwise_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pointwise loss over examples `ex_idx` plus the weighted pair loss over pairs `pair_idx`."""
+    stats = {}
+    loss = torch.zeros(())
+    if len(ex_idx):
+        logits = model.head_logits(data.x[ex_idx])  # [b, K]
+        point, _ = masked_pointwise_loss(logits, data.targets[ex_idx], data.weights[ex_idx], pointwise_kind)
+        loss = loss + point
+        stats["pointwise"] = point.item()
+    if len(pair_idx) and pairwise_weight > 0:
+        cols = data.pair_label[pair_idx]  # [p]
+        rows = torch.arange(len(pair_idx))
+        z_c = model.head_logits(data.chosen[pair_idx])[rows, cols]  # [p]
+        z_r = model.head_logits(data.rejected[pair_idx])[rows, cols]  # [p]
+        pair, acc = pairwise_loss(z_c, z_r)
+        loss = loss + pairwise_weight * pair
+        stats["pairwise"], stats["pair_acc"] = pair.item(), acc.item()
+    return loss, stats
+
+
+def fit_heads(model: RewardModel, train: FeatureSet, val: FeatureSet | None, cfg: RewardTrainConfig) -> dict:
+    """AdamW on the heads; early stopping on the validation loss. Returns the history."""
+    opt_cfg = cfg.train
+    torch.manual_seed(opt_cfg.seed)
+    params = list(model.heads.parameters())
+    opt = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+    n, p = len(train.x), len(train.chosen)
+    steps = max(1, -(-n // opt_cfg.batch_size)) if n else max(1, -(-p // opt_cfg.pair_batch_size))
+    best, best_state, best_epoch, since_best, history = float("inf"), None, 0, 0, []
+    from tqdm import tqdm
+
+    bar = tqdm(range(1, opt_cfg.epochs + 1), desc="fit heads", unit="epoch", dynamic_ncols=True)
+    for epoch in bar:
+        model.heads.train()
+        ex_perm, pair_perm = torch.randperm(n), torch.randperm(p)
+        for s in range(steps):
+            ex_idx = ex_perm[s * opt_cfg.batch_size:(s + 1) * opt_cfg.batch_size]
+            start = (s * opt_cfg.pair_batch_size) % max(p, 1)
+            pair_idx = pair_perm[start:start + opt_cfg.pair_batch_size]
+            loss, _ = batch_loss(model, train, ex_idx, pair_idx, opt_cfg.pointwise_loss, opt_cfg.pairwise_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.heads.eval()
+        with torch.no_grad():
+            train_loss, _ = batch_loss(model, train, torch.arange(n), torch.arange(p), opt_cfg.pointwise_loss,
+                                       opt_cfg.pairwise_weight)
+            if val is not None and (len(val.x) or len(val.chosen)):
+                val_loss, val_stats = batch_loss(model, val, torch.arange(len(val.x)), torch.arange(len(val.chosen)),
+                                                 opt_cfg.pointwise_loss, opt_cfg.pairwise_weight)
+            else:  # no validation rows (built-in examples): keep the last epoch
+                val_loss, val_stats = train_loss, {}
+        history.append({"epoch": epoch, "train_loss": float(train_loss), "val_loss": float(val_loss), **val_stats})
+        bar.set_postfix(train=f"{float(train_loss):.4f}", val=f"{float(val_loss):.4f}", best=best_epoch)
+        if float(val_loss) < best - 1e-5:
+            best, best_state, best_epoch, since_best = float(val_loss), copy.deepcopy(model.heads.state_dict()), epoch, 0
+        else:
+            since_best += 1
+            if since_best >= opt_cfg.patience:
+                break
+    bar.close()
+    model.heads.load_state_dict(best_state)
+    model.heads.eval()
+    log.info("heads fitted: best epoch %d of %d, val loss %.4f", best_epoch, len(history), best)
+    return {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best, "history": history}
+
+
+def split_metrics(model: RewardModel, data: FeatureSet, rows: dict[str, SourceRows]) -> dict[str, float]:
+    """Metrics of one split from its cached features (the same numbers `evaluate` gets by scoring)."""
+    examples = [e for r in rows.values() for e in r.examples]
+    pairs = [pr for r in rows.values() for pr in r.pairs]
+    ex = model.scores_from_features(data.x)
+    ch, rj = model.scores_from_features(data.chosen), model.scores_from_features(data.rejected)
+    return ev.compute_metrics(examples, ex, pairs, ch, rj)
+
+
+def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | None = None) -> Path:
+    """Steps 1-4 of the module docstring; returns the written model folder."""
+    t0 = time.time()
+    torch.set_num_threads(cfg.omp_threads)
+    spec = spec_from_config(cfg)
+    if splits is None:  # 1. data
+        splits = load_splits(cfg.data, spec.labels, cfg.train.seed)
+    counts = split_counts(splits)
+    for name, c in counts.items():
+        log.info("split %-20s %s", name, " ".join(f"{s}={c.get(s, 0)}" for s in ("train", "val", "test")))
+    model = build_reward_model(cfg.model.encoder, spec, seed=cfg.train.seed)
+    cache = FeatureCache.from_setting(cfg.feature_cache)
+    feats = encode_sources(model, splits, cache, cfg.encode_batch_size)  # 2. features
+    t_feat = time.time() - t0
+    sets = {s: build_feature_set(splits[s], feats, spec.labels, cfg.data.sources) for s in splits}
+    if not len(sets["train"].x) and not len(sets["train"].chosen):
+        raise ValueError("no training rows: every source is disabled, empty, or held out")
+    fit = fit_heads(model, sets["train"], sets.get("val"), cfg)  # 3. heads
+    metrics: dict = {}
+    if "test" in splits and splits["test"]:  # 4. held-out metrics
+        metrics.update(split_metrics(model, sets["test"], splits["test"]))
+        metrics = {f"test/{k}" if k.startswith("n/") else k: v for k, v in metrics.items()}
+    if "val" in splits and splits["val"]:
+        metrics.update({f"val/{k}": v for k, v in split_metrics(model, sets["val"], splits["val"]).items()})
+    metrics.update({"train/best_epoch": fit["best_epoch"], "train/epochs_run": fit["epochs_run"],
+                    "train/best_val_loss": fit["best_val_loss"], "train/feature_seconds": round(t_feat, 1),
+                    "train/seconds": round(time.time() - t0, 1), "train/pairs_truncated": model.pairs_truncated,
+                    "train/pairs_encoded": model.pairs_seen,
+                    "data/rows": {name: c for name, c in counts.items()}})
+    out = model.save(cfg.output, train_config_yaml=to_yaml(cfg), metrics=metrics)
+    ev.print_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict) and "/" in k and
+                      not k.startswith(("val/", "train/"))})
+    log.info("wrote %s in %.0f s (features %.0f s)", out, time.time() - t0, t_feat)
+    return out
+
+
+QUICK_LIMIT = 150  # rows per source for the short built-in fit
+
+
+def quick_config(output: str | Path, data_dir: Path) -> RewardTrainConfig:
+    """The short fit: every default source capped at QUICK_LIMIT rows, fewer epochs."""
+    cfg = RewardTrainConfig(output=str(output))
+    cfg.data.data_dir = str(data_dir)
+    for source in cfg.data.sources.values():
+        source.limit = QUICK_LIMIT
+    cfg.train.epochs, cfg.train.patience = 40, 5
+    return cfg
+
+
+def fit_quick(output: str | Path, data_dir: str | Path | None = None) -> Path:
+    """Fit a small reward model in about a minute: on a capped subset of the shared data
+    when its folder exists, else on the hand-written built-in examples."""
+    from reward_service.builtin_examples import builtin_examples
+    from reward_service.dataset import default_data_dir, resolve_data_dir
+
+    data = resolve_data_dir(data_dir) if data_dir is not None else default_data_dir()
+    if data.is_dir():
+        log.info("fitting a quick reward model on a subset of %s", data)
+        return train(quick_config(output, data))
+    log.warning("shared data not found at %s: fitting a quick reward model on the built-in examples "
+                "(weak; train the real one with `make reward`)", data)
+    cfg = quick_config(output, data)
+    cfg.train.epochs = 60
+    return train(cfg, splits={"train": {"builtin": SourceRows("builtin", builtin_examples())}})
+
+
+def ensure_reward_model(path: str | Path, fit_if_missing: bool = True, data_dir: str | Path | None = None) -> Path:
+    """Return `path` if it holds a reward model; else fit one there (if allowed) and return it."""
+    import fcntl
+
+    from reward_service.model import SPEC_FILE, read_spec
+
+    path = Path(path).expanduser()
+    if (path / SPEC_FILE).is_file():
+        read_spec(path)  # a clear error if it is damaged or of another format
+        return path
+    if path.exists() and any(path.iterdir()):
+        raise FileNotFoundError(f"reward model folder {path} exists but holds no {SPEC_FILE}: not a reward model "
+                                "(move it away, or point reward.model elsewhere)")
+    if not fit_if_missing:
+        raise FileNotFoundError(
+            f"reward model {path} does not exist and reward.fit_if_missing is false: train it with `make reward` "
+            f"(python -m reward_service.train --config cluster_configs/reward_default.yaml output={path})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:  # one fitter per folder across processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / SPEC_FILE).is_file():
+            fit_quick(path, data_dir)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML of a RewardTrainConfig (cluster_configs/reward_default.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-4 output=runs/rm2")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cfg = load_yaml_section(RewardTrainConfig, args.config, args.overrides)
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

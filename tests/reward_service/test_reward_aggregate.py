@@ -1,0 +1,96 @@
+"""Each aggregation mode on hand-computed numbers."""
+
+import numpy as np
+import pytest
+
+from mogrpo.batch import BatchError, RewardScores
+from mogrpo.config.reward import AggregationConfig
+from reward_service.aggregate import (
+    AggregationError,
+    check_aggregation,
+    combine,
+    group_normalize,
+    length_penalty,
+    safety_gate,
+    weighted_sum,
+)
+
+# Four responses, two groups (ids 7 and 3, not contiguous numbers on purpose).
+SCORES = {
+    "safety": np.array([0.9, 0.2, 0.6, 0.6], np.float32),
+    "actionability": np.array([0.5, 1.0, 0.0, 1.0], np.float32),
+}
+WEIGHTS = {"safety": 1.0, "actionability": 0.5}
+GROUPS = np.array([7, 7, 3, 3])
+
+
+def test_weighted_sum():
+    # safety + 0.5 * actionability = [0.9+0.25, 0.2+0.5, 0.6+0, 0.6+0.5]
+    assert weighted_sum(SCORES, WEIGHTS) == pytest.approx([1.15, 0.7, 0.6, 1.1])
+
+
+def test_labels_without_weight_do_not_contribute():
+    assert weighted_sum(SCORES, {"safety": 2.0}) == pytest.approx([1.8, 0.4, 1.2, 1.2])
+
+
+def test_group_normalize_with_equal_group():
+    # group 7: [0.9, 0.2], mean 0.55, population std 0.35 -> [+1, -1];
+    # group 3: [0.6, 0.6] are equal -> [0, 0] (no spread, no signal).
+    z = group_normalize(SCORES["safety"], GROUPS, eps=0.0 + 1e-12)
+    assert z == pytest.approx([1.0, -1.0, 0.0, 0.0], abs=1e-5)
+
+
+def test_group_normalized_sum():
+    # safety z:        [ 1, -1,  0, 0]
+    # actionability z: [-1,  1, -1, 1]  (group 7: [0.5, 1.0] mean .75 std .25; group 3: [0, 1])
+    # 1 * safety z + 0.5 * actionability z = [0.5, -0.5, -0.5, 0.5]
+    cfg = AggregationConfig(mode="group_normalized", weights=WEIGHTS)
+    out = combine(SCORES, cfg, group_ids=GROUPS)
+    assert out == pytest.approx([0.5, -0.5, -0.5, 0.5], abs=1e-4)
+    assert out.dtype == np.float32
+
+
+def test_group_normalized_asserts_group_sizes():
+    cfg = AggregationConfig(mode="group_normalized", weights=WEIGHTS)
+    with pytest.raises(AggregationError, match="group sizes"):
+        combine(SCORES, cfg, group_ids=[1, 1, 1, 2])  # sizes 3 and 1
+    with pytest.raises(AggregationError, match="one size >= 2"):
+        combine(SCORES, cfg, group_ids=[1, 2, 3, 4])  # singletons have no spread
+    with pytest.raises(AggregationError, match="one group id per response"):
+        combine(SCORES, cfg, group_ids=None)
+
+
+def test_safety_gate():
+    # The others' weighted sum is 0.5 * actionability = [0.25, 0.5, 0.0, 0.5];
+    # safety [0.9, 0.2, 0.6, 0.6] >= 0.6 passes for responses 0, 2, 3 (0.6 >= 0.6 counts as safe).
+    out = safety_gate(SCORES, WEIGHTS, "safety", threshold=0.6, penalty=-1.0)
+    assert out == pytest.approx([0.25, -1.0, 0.0, 0.5])
+    cfg = AggregationConfig(mode="safety_gate", weights=WEIGHTS, safety_threshold=0.6, gate_penalty=-1.0)
+    assert combine(SCORES, cfg) == pytest.approx([0.25, -1.0, 0.0, 0.5])
+
+
+def test_length_penalty_rule_term():
+    # 0.2 * max(0, len - 256) / 256: [0, 0.2 * 44/256, 0.2 * 256/256, 0]
+    pen = length_penalty(np.array([100, 300, 512, 256]), coef=0.2, target=256)
+    assert pen == pytest.approx([0.0, 0.034375, 0.2, 0.0])
+    cfg = AggregationConfig(weights=WEIGHTS, length_penalty=0.2, length_target=256)
+    out = combine(SCORES, cfg, response_lengths=[100, 300, 512, 256])
+    assert out == pytest.approx([1.15, 0.7 - 0.034375, 0.6 - 0.2, 1.1], abs=1e-6)
+    with pytest.raises(AggregationError, match="response length"):
+        combine(SCORES, cfg, response_lengths=[1, 2])
+
+
+def test_unknown_weight_key_names_key_and_labels():
+    cfg = AggregationConfig(weights={"safety": 1.0, "helpfulness": 1.0})
+    with pytest.raises(AggregationError, match=r"'helpfulness'.*\['safety', 'actionability'\]"):
+        check_aggregation(cfg, ["safety", "actionability"])
+    gate = AggregationConfig(mode="safety_gate", weights={}, safety_label="harmless")
+    with pytest.raises(AggregationError, match="safety_label 'harmless'"):
+        check_aggregation(gate, ["safety"])
+
+
+def test_non_finite_score_names_the_sample():
+    bad = {"safety": np.array([0.1, np.nan, 0.3], np.float32)}
+    combined = combine(bad, AggregationConfig(weights={"safety": 1.0}))
+    with pytest.raises(BatchError, match="sample 1"):
+        RewardScores(bad, combined)
