@@ -1,0 +1,45 @@
+# mogrpo: every target creates .venv and installs what it needs on first use.
+#   make local-smoke    a short GRPO run (GPU if nvidia-smi finds one, else CPU)
+#   make test           the whole test suite
+#   make bench          benchmarks -> runs/bench/results.json
+#   make reward         train the multi-label reward model -> runs/reward-model
+#   make reward-eval    held-out metrics of runs/reward-model
+
+PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(PROFILE)
+SMOKE_CONFIG ?= $(if $(filter gpu,$(PROFILE)),cluster_configs/local_smoke.yaml,cluster_configs/cpu_smoke.yaml)
+REWARD_MODEL ?= runs/reward-model
+export MOGRPO_CACHE ?= $(HOME)/.cache/mogrpo
+export TORCH_EXTENSIONS_DIR ?= $(MOGRPO_CACHE)/torch_extensions
+export PYTHONUNBUFFERED = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: venv local-smoke test test-fast bench reward reward-eval clean
+
+$(STAMP): pyproject.toml scripts/setup_env.sh
+	VENV=$(VENV) bash scripts/setup_env.sh $(PROFILE)
+
+venv: $(STAMP)
+
+local-smoke: $(STAMP)
+	$(PY) -m orchestration.train --config $(SMOKE_CONFIG) run_name=local-smoke $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow" $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(ARGS)
+
+reward: $(STAMP)
+	$(PY) -m reward_service.train --config cluster_configs/reward_default.yaml output=$(REWARD_MODEL) $(ARGS)
+
+reward-eval: $(STAMP)
+	$(PY) -m reward_service.evaluate --model $(REWARD_MODEL) $(ARGS)
+
+clean:
+	rm -rf runs/local-smoke runs/bench

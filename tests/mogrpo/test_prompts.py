@@ -1,0 +1,118 @@
+"""Prompt data: every file format, the chat template, over-long prompts counted and
+skipped (never truncated), empty and missing data as clear errors."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from transformers import AutoTokenizer
+
+from mogrpo.config.sections import DataConfig, PromptSource
+from mogrpo.models import resolve_model
+from mogrpo.prompts import PromptDataError, PromptSampler, load_prompts
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+
+
+ROWS = [{"q": "What is two plus two?"}, {"q": "Name a colour."}, {"q": "word " * 400}, {"q": "  "}]
+
+
+def write(tmp_path, fmt):
+    path = tmp_path / f"prompts.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    elif fmt == "json":
+        path.write_text(json.dumps(ROWS))
+    elif fmt == "csv":
+        path.write_text("q\n" + "".join(f'"{r["q"]}"\n' for r in ROWS))
+    else:
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet"])
+def test_formats_template_and_length_filter(tmp_path, tokenizer, fmt):
+    path = write(tmp_path, fmt)
+    data = DataConfig(sources=[PromptSource(path=str(path), prompt_field="q")], max_prompt_tokens=64, shuffle=False)
+    prompts, report = load_prompts(data, tokenizer, seed=0)
+    # 4 rows: two usable, one of ~400 words (too long), one blank (csv may read it as empty)
+    assert [p.text for p in prompts] == ["What is two plus two?", "Name a colour."]
+    stats = report.sources[str(path)]
+    assert stats["too_long"] == 1 and stats["used"] == 2
+    text = tokenizer.decode(prompts[0].token_ids)
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
+    assert all(len(p.token_ids) <= 64 for p in prompts)
+
+
+def test_chat_messages_and_system_prompt(tmp_path, tokenizer):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi there"}]}) + "\n")
+    data = DataConfig(sources=[PromptSource(path=str(path), prompt_field="messages")], system_prompt="Be brief.")
+    prompts, _ = load_prompts(data, tokenizer, seed=0)
+    assert prompts[0].text == "Hi there"
+    assert "Be brief." in tokenizer.decode(prompts[0].token_ids)
+
+
+def test_everything_too_long_is_an_error(tmp_path, tokenizer):
+    path = write(tmp_path, "jsonl")
+    data = DataConfig(sources=[PromptSource(path=str(path), prompt_field="q")], max_prompt_tokens=8)
+    with pytest.raises(PromptDataError, match="no usable prompts.*4 too long|no usable prompts"):
+        load_prompts(data, tokenizer, seed=0)
+
+
+def test_empty_file_is_an_error(tmp_path, tokenizer):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(PromptDataError, match="no usable prompts"):
+        load_prompts(DataConfig(sources=[PromptSource(path=str(path))]), tokenizer, seed=0)
+
+
+def test_missing_required_file_names_it(tmp_path, tokenizer):
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(PromptDataError, match="nope.jsonl"):
+        load_prompts(DataConfig(sources=[PromptSource(path=str(missing))]), tokenizer, seed=0)
+
+
+def test_wrong_field_lists_the_fields(tmp_path, tokenizer):
+    path = write(tmp_path, "jsonl")
+    with pytest.raises(PromptDataError, match=r"no field 'prompt' \(fields: \['q'\]\)"):
+        load_prompts(DataConfig(sources=[PromptSource(path=str(path))]), tokenizer, seed=0)
+
+
+def test_fallback_only_when_nothing_else_reads(tmp_path, tokenizer):
+    real = write(tmp_path, "jsonl")
+    fallback = tmp_path / "fallback.jsonl"
+    fallback.write_text(json.dumps({"q": "fallback prompt"}) + "\n")
+    sources = [PromptSource(path=str(tmp_path / "absent.jsonl"), prompt_field="q", required=False),
+               PromptSource(path=str(fallback), prompt_field="q", fallback=True)]
+    prompts, report = load_prompts(DataConfig(sources=sources), tokenizer, seed=0)
+    assert [p.text for p in prompts] == ["fallback prompt"]
+    assert "skipped" in report.sources[str(tmp_path / "absent.jsonl")]
+
+    sources[0] = PromptSource(path=str(real), prompt_field="q", required=False)
+    prompts, _ = load_prompts(DataConfig(sources=sources, max_prompt_tokens=64), tokenizer, seed=0)
+    assert "fallback prompt" not in {p.text for p in prompts}
+
+
+def test_real_shared_data(shared_data, tokenizer):
+    sources = [PromptSource(path=str(shared_data / "xstest/xstest_prompts.csv"), prompt_field="prompt", limit=50),
+               PromptSource(path=str(shared_data / "harmbench_advbench/refusal_direction/harmful_train.json"),
+                            prompt_field="instruction", limit=50)]
+    prompts, report = load_prompts(DataConfig(sources=sources), tokenizer, seed=0)
+    assert len(prompts) == 100 and report.total == 100
+    assert len({p.prompt_id for p in prompts}) == 100
+
+
+def test_sampler_is_deterministic_and_resumable(tmp_path, tokenizer):
+    from mogrpo.batch import Prompt
+
+    prompts = [Prompt(i, str(i), (i,)) for i in range(5)]
+    a = PromptSampler(prompts, seed=3)
+    first = [p.prompt_id for p in a.take(7)]
+    assert sorted(first[:5]) == list(range(5))  # one whole epoch before any repeat
+    b = PromptSampler(prompts, seed=3, position=4)
+    assert [p.prompt_id for p in b.take(3)] == first[4:]

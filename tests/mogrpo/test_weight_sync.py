@@ -1,0 +1,130 @@
+"""The weight-sync protocol over real gloo process groups (threads stand in for actors)."""
+
+import threading
+
+import pytest
+import torch
+
+from mogrpo.runtime import free_port
+from mogrpo.weight_sync import (
+    SyncEndpoint,
+    SyncGroup,
+    WeightLayout,
+    WeightReceiver,
+    WeightSender,
+    WeightSyncError,
+    pack_bucket,
+    plan_layout,
+    unpack_bucket,
+)
+
+
+def named_tensors():
+    g = torch.Generator().manual_seed(0)
+    return [("a", torch.randn(100, 30, generator=g)), ("b", torch.randn(7, generator=g).to(torch.bfloat16)),
+            ("c", torch.randn(300, 100, generator=g)), ("d", torch.arange(5))]
+
+
+def test_layout_buckets_and_alignment():
+    layout = plan_layout([(n, t.dtype, t.shape) for n, t in named_tensors()], bucket_bytes=20_000)
+    # a: 12000 B; b: 14 B at offset 12032 (64-aligned); c: 120000 B > bucket -> own bucket; d: 40 B
+    assert [[s.name for s in b] for b in layout.buckets] == [["a", "b"], ["c"], ["d"]]
+    assert layout.buckets[0][1].offset == 12032
+    assert layout.total_bytes == 12000 + 14 + 120000 + 40
+    assert WeightLayout.from_json(layout.to_json()) == layout
+    assert plan_layout([("a", torch.float32, (3,))], 64).fingerprint != layout.fingerprint
+
+
+def test_pack_unpack_roundtrip_with_wire_dtype():
+    named = named_tensors()[:2]
+    layout = plan_layout([(n, torch.bfloat16, t.shape) for n, t in named], 1 << 20)
+    buffer = pack_bucket(layout.buckets[0], layout.bucket_nbytes[0], [t for _, t in named], "cpu")
+    for (name, original), (name2, got) in zip(named, unpack_bucket(layout.buckets[0], buffer)):
+        assert name == name2 and got.dtype == torch.bfloat16
+        assert torch.equal(got, original.to(torch.bfloat16))
+
+
+def run_group(world, timeout_s=10.0, receivers=None, bucket_bytes=50_000, verify=True):
+    endpoint = SyncEndpoint("gloo", "127.0.0.1", free_port(), world, timeout_s,
+                            ["learner"] + [f"rollout-{i}" for i in range(world - 1)])
+    received, errors = {}, []
+
+    def receiver(rank):
+        try:
+            group = SyncGroup(endpoint, rank)
+            r = WeightReceiver(group)
+            for version in (1, 2):
+                received[(rank, version)] = [(n, t.clone()) for bucket in r.receive(version) for n, t in bucket]
+        except Exception as err:  # surfaced by the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=receiver, args=(r,), daemon=True) for r in (receivers or range(1, world))]
+    for t in threads:
+        t.start()
+    sender = WeightSender(SyncGroup(endpoint, 0), bucket_bytes, verify_checksum=verify)
+    return sender, threads, received, errors
+
+
+def test_two_receivers_get_identical_weights_and_layout_is_cached():
+    sender, threads, received, errors = run_group(3)
+    named = named_tensors()
+    stats1 = sender.send(1, named)
+    stats2 = sender.send(2, [(n, t * 2) for n, t in named])
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert stats1.buckets == 3 and stats1.bytes == stats2.bytes
+    assert len(sender._published) == 1  # one layout, published once
+    for rank in (1, 2):
+        for version, scale in ((1, 1), (2, 2)):
+            got = dict(received[(rank, version)])
+            for name, tensor in named:
+                assert torch.equal(got[name], tensor * scale)
+
+
+def test_receiver_that_never_joins_is_named():
+    endpoint = SyncEndpoint("gloo", "127.0.0.1", free_port(), 2, 1.5, ["learner", "rollout-0"])
+    with pytest.raises(WeightSyncError, match=r"rollout-0 \(rank 1\) did not join the sync group within 1.5s"):
+        SyncGroup(endpoint, 0)
+
+
+def test_receiver_that_stops_answering_is_named():
+    # rollout-1 joins the group, takes version 1, then dies (its thread returns).
+    endpoint = SyncEndpoint("gloo", "127.0.0.1", free_port(), 3, 2.0, ["learner", "rollout-0", "rollout-1"])
+    survivor_errors = []
+
+    def receiver(rank, versions):
+        r = WeightReceiver(SyncGroup(endpoint, rank))
+        try:
+            for v in versions:
+                list(r.receive(v))
+        except WeightSyncError as err:
+            survivor_errors.append(str(err))
+
+    threads = [threading.Thread(target=receiver, args=(1, (1, 2)), daemon=True),
+               threading.Thread(target=receiver, args=(2, (1,)), daemon=True)]
+    for t in threads:
+        t.start()
+    sender = WeightSender(SyncGroup(endpoint, 0), 1 << 20)
+    sender.send(1, named_tensors())
+    with pytest.raises(WeightSyncError, match=r"rollout-1 \(rank 2\) did not get ready for version 2"):
+        sender.send(2, named_tensors())
+    threads[0].join(10)
+    # The surviving worker times out too, instead of hanging, and says who it is.
+    assert survivor_errors and survivor_errors[0].startswith("rollout-0 (rank 1): receiving version 2 failed")
+
+
+def test_checksum_detects_different_bytes(monkeypatch):
+    import mogrpo.weight_sync as ws
+
+    sender, threads, received, errors = run_group(2)
+    real = ws.bucket_digest
+    calls = {"n": 0}
+
+    def flaky(buffer):  # the sender's first digest disagrees with what the receiver saw
+        calls["n"] += 1
+        return "corrupted" if calls["n"] == 1 else real(buffer)
+
+    monkeypatch.setattr(ws, "bucket_digest", flaky)
+    with pytest.raises(WeightSyncError, match="holds different bytes in buckets"):
+        sender.send(1, named_tensors())

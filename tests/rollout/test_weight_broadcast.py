@@ -1,0 +1,89 @@
+"""After a broadcast the vLLM worker generates with the learner's new weights; before it,
+it does not. Real Ray actors, real DeepSpeed updates, real vLLM, real gloo broadcast."""
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from learner.actor import LearnerWorker
+from mogrpo.batch import Prompt, RewardScores, SamplingSettings
+from mogrpo.config.learner import LearnerConfig, LoraConfig, LossConfig
+from mogrpo.models import resolve_model
+from mogrpo.runtime import free_port, worker_env
+from mogrpo.weight_sync import SyncEndpoint
+from orchestration.groups import ActorFailedError, gather
+from rollout.worker import RolloutWorker
+
+pytestmark = pytest.mark.slow
+GREEDY = SamplingSettings(group_size=1, max_new_tokens=12, temperature=0.0)
+
+
+def long_prompt(tokenizer) -> Prompt:
+    # Longer than one KV block (128 tokens on CPU): a stale prefix cache would serve the
+    # old policy's keys and values for it after the update.
+    text = "Here is a long note about gardens, rivers and mountains. " * 20
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    token_ids = tokenizer(ids, add_special_tokens=False)["input_ids"]
+    assert len(token_ids) > 128
+    return Prompt(0, text, tuple(token_ids))
+
+
+def hf_greedy(path, prompt: Prompt, n: int) -> list[int]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    out = model.generate(torch.tensor([prompt.token_ids]), max_new_tokens=n, do_sample=False)
+    return out[0, len(prompt.token_ids):].tolist()
+
+
+@pytest.mark.parametrize(
+    "zero_stage, lora",
+    [(2, False), (3, True)],
+    ids=["zero2-full", "zero3-lora"],
+)
+def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, zero_stage, lora):
+    from transformers import AutoTokenizer
+
+    path = str(resolve_model("tiny-llama"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    cfg = LearnerConfig(dtype="float32", zero_stage=zero_stage, lr=3e-2 if lora else 1e-2,
+                        loss=LossConfig(kl_coef=0.0), lora=LoraConfig(enabled=lora, rank=8, alpha=16))
+    env = {"runtime_env": {"env_vars": worker_env(1)}, "num_cpus": 1}
+    learner = ray.remote(LearnerWorker).options(**env).remote(
+        path, cfg, group_size=4, max_new_tokens=16, master_port=free_port())
+    worker = ray.remote(RolloutWorker).options(**env).remote(path, dtype="float32", max_model_len=512)
+    gather({"learner-0": learner.ready.remote(), "rollout-0": worker.ready.remote()}, "start")
+
+    addr, port = ray.get(learner.sync_rendezvous.remote())
+    endpoint = SyncEndpoint("gloo", addr, port, 2, 30.0, ["learner", "rollout-0"])
+    gather({"learner-0": learner.init_weight_sync.remote(endpoint, 1 << 20, True, "float32"),
+            "rollout-0": worker.init_weight_sync.remote(endpoint, 1)}, "sync set-up")
+
+    # One real GRPO step on groups the worker sampled (rewards: longer is better).
+    prompt = long_prompt(tokenizer)
+    sampled = ray.get(worker.generate.remote([prompt], SamplingSettings(group_size=4, max_new_tokens=16, seed=1)))
+    lengths = np.array([len(t) for t in sampled.column("response_token_ids")], dtype=np.float32)
+    rewards = lengths + np.arange(4, dtype=np.float32)  # distinct, so advantages are non-zero
+    metrics = ray.get(learner.train_step.remote(sampled.with_rewards(RewardScores({"length": rewards}, rewards))))
+    assert np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
+
+    before = ray.get(worker.generate.remote([prompt], GREEDY)).column("response_token_ids")[0]
+    saved = ray.get(learner.save_pretrained.remote(str(tmp_path / "policy")))
+    expected = hf_greedy(saved, prompt, GREEDY.max_new_tokens)
+    assert before != expected, "the update did not change greedy output; raise the learning rate"
+
+    stats = gather({"learner-0": learner.send_weights.remote(1), "rollout-0": worker.update_weights.remote(1)}, "sync")
+    assert stats["rollout-0"] == 1 and stats["learner-0"]["weight_sync/bytes"] > 0
+    after = ray.get(worker.generate.remote([prompt], GREEDY))
+    assert after.column("response_token_ids")[0] == expected
+    assert after.column("policy_version") == [1]
+
+    # A worker that dies: the learner's send fails within the timeout, naming it.
+    ray.kill(worker, no_restart=True)
+    with pytest.raises(ActorFailedError, match=r"actor rollout-0 (died|is unavailable)"):
+        gather({"rollout-0": worker.update_weights.remote(2)}, "weight sync v2")
+    # (ray.kill is asynchronous: the dead worker may or may not have announced itself first)
+    with pytest.raises(ActorFailedError, match=r"learner-0 failed: WeightSyncError: .*rollout-0 \(rank 1\)"):
+        gather({"learner-0": learner.send_weights.remote(2)}, "weight sync v2")
+    ray.kill(learner, no_restart=True)
