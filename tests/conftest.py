@@ -36,3 +36,11 @@ def ray_local():
     init_ray(None, num_cpus=4, num_gpus=0, runtime_env={"env_vars": worker_env(1)})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def quick_reward_model(tmp_path_factory):
+    """A reward model fitted once per session by the built-in quick routine (~1 min)."""
+    from reward_service.train import ensure_reward_model
+
+    return ensure_reward_model(tmp_path_factory.mktemp("reward") / "quick-model", fit_if_missing=True)
