@@ -4,6 +4,7 @@ Orchestration wraps it with `ray.remote`. The math lives in advantages / kl / lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -27,6 +28,18 @@ from learner.losses import LossSettings, PolicyLossInput, accumulate_metrics, po
 from mogrpo.batch import RolloutBatch
 from mogrpo.config.learner import LearnerConfig
 from mogrpo.weight_sync import SyncEndpoint, SyncGroup, WeightSender
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Pack buckets with one intra-op thread: on a small CPU the receiving engine and the
+    transport's own threads need the other cores, and spinning OpenMP threads starve them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class LearnerWorker:
@@ -229,7 +242,7 @@ class LearnerWorker:
     def send_weights(self, version: int) -> dict:
         """Send the current policy as `version`. Called on every rank (ZeRO-3 gathers are
         collective); rank 0 sends once all parameters are gathered."""
-        with full_parameters(self.engine.module, self.cfg.zero_stage):
+        with full_parameters(self.engine.module, self.cfg.zero_stage), single_thread():
             if self.rank != 0:
                 return {}
             if self.sender is None:
@@ -237,6 +250,12 @@ class LearnerWorker:
             stats = self.sender.send(version, hf_weights(self.engine.module), dtype=self.wire_dtype)
         return {"weight_sync/bytes": stats.bytes, "weight_sync/buckets": stats.buckets,
                 "weight_sync/seconds": stats.seconds, "weight_sync/wait_seconds": stats.wait_seconds}
+
+    def probe_transport(self, nbytes: int) -> int:
+        """Send one raw broadcast of `nbytes` (pairs with RolloutWorker.probe_transport)."""
+        group = self.sender.group
+        group.broadcast(torch.zeros(nbytes, dtype=torch.uint8, device=group.device)).wait()
+        return nbytes
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str) -> str | None:

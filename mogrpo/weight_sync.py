@@ -283,13 +283,21 @@ class WeightReceiver:
         if fp not in self._layouts:
             self._layouts[fp] = WeightLayout.from_json(store.get(f"layout/{fp}").decode())
         layout = self._layouts[fp]
+
+        def post(i: int) -> tuple[dist.Work, torch.Tensor]:
+            buffer = torch.empty(layout.bucket_nbytes[i], dtype=torch.uint8, device=group.device)
+            return group.broadcast(buffer), buffer
+
         digests = []
-        for specs, nbytes in zip(layout.buckets, layout.bucket_nbytes):
-            buffer = torch.empty(nbytes, dtype=torch.uint8, device=group.device)
+        pending = post(0)
+        for i, specs in enumerate(layout.buckets):
+            work, buffer = pending
             try:
-                group.broadcast(buffer).wait()
+                work.wait()
             except Exception as err:
                 raise WeightSyncError(f"{group.name(rank)}: receiving version {version} failed: {err}") from err
+            if i + 1 < len(layout.buckets):  # receive bucket i+1 while the engine loads bucket i
+                pending = post(i + 1)
             if header["verify"]:
                 digests.append(bucket_digest(buffer))
             yield unpack_bucket(specs, buffer)

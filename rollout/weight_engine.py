@@ -115,12 +115,15 @@ def refresh_tied_modules(model: torch.nn.Module) -> None:
 
 class WorkerExtension:
     """Named as vLLM's `worker_extension_cls` so that a multiprocess engine imports this
-    module (and so registers the backend) in its worker processes. Adds debug methods."""
+    module (and so registers the backend) in its worker processes."""
 
-    def parameter_sums(self) -> dict[str, float]:
-        """float64 sum of each of the engine's parameters (for checksum comparisons)."""
-        model = self.model_runner.get_model()
-        return {name: float(p.detach().double().sum()) for name, p in model.named_parameters()}
+    def probe_transport(self, nbytes: int) -> int:
+        """Receive one raw broadcast of `nbytes` over the sync group (the benchmark's
+        reference for what the wire alone costs)."""
+        group = self.weight_transfer_engine.group
+        buffer = torch.empty(nbytes, dtype=torch.uint8, device=group.device)
+        group.broadcast(buffer).wait()
+        return nbytes
 
 
 def register() -> None:

@@ -108,5 +108,5 @@ class RolloutWorker:
     def policy_version(self) -> int:
         return self.version
 
-    def parameter_sums(self) -> dict[str, float]:
-        return self.llm.collective_rpc("parameter_sums")[0]
+    def probe_transport(self, nbytes: int) -> int:
+        return self.llm.collective_rpc("probe_transport", args=(nbytes,))[0]
