@@ -209,6 +209,12 @@ class LearnerWorker:
         return to_response_coords(per_position.cpu() if device.type != "cpu" else per_position,
                                   part.response_start, part.mask.shape[1])  # [b, t]
 
+    def logprobs(self, batch: RolloutBatch, reference: bool = False) -> list[list[float]]:
+        """Log-prob of every response token under the current (or reference) policy."""
+        data = to_tensors(batch)
+        values = self._logprobs_no_grad(data, reference)
+        return [row[:n].tolist() for row, n in zip(values, data.response_len.tolist())]
+
     @torch.no_grad()
     def _logprobs_no_grad(self, data: TrainTensors, reference: bool) -> torch.Tensor:
         """[B, T] log-probs of all rows under the reference (or current) policy, in micro-batches."""

@@ -73,7 +73,7 @@ def to_tensors(batch: RolloutBatch) -> TrainTensors:
         response_len=torch.tensor([len(r) for r in responses]),
         behaviour_logp=behaviour,
         mask=mask,
-        rewards=torch.tensor(np.array(batch.rewards, dtype=np.float32)),
+        rewards=torch.tensor(np.array(batch.rewards if batch.has_rewards else np.zeros(n), dtype=np.float32)),
         group_ids=torch.tensor(np.array(batch.group_ids, dtype=np.int64)),
         truncated=torch.tensor([f == "length" for f in batch.column("finish_reason")]),
     )

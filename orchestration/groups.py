@@ -48,10 +48,11 @@ class RolloutGroup:
     def __init__(self, handles: list, names: list[str], ranks_per_worker: int):
         self.handles, self.names, self.ranks_per_worker = handles, names, ranks_per_worker
 
-    def start_generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int) -> dict:
+    def start_generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int,
+                       version: int | None = None) -> dict:
         chunks = np.array_split(np.arange(len(prompts)), len(self.handles))
         return {
-            name: handle.generate.remote([prompts[i] for i in chunk], sampling, first_group_id + int(chunk[0]))
+            name: handle.generate.remote([prompts[i] for i in chunk], sampling, first_group_id + int(chunk[0]), version)
             for name, handle, chunk in zip(self.names, self.handles, chunks)
             if len(chunk)
         }
@@ -60,8 +61,9 @@ class RolloutGroup:
     def finish_generate(refs: dict) -> RolloutBatch:
         return RolloutBatch.concat(list(gather(refs, "generate").values()))
 
-    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0) -> RolloutBatch:
-        return self.finish_generate(self.start_generate(prompts, sampling, first_group_id))
+    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
+                 version: int | None = None) -> RolloutBatch:
+        return self.finish_generate(self.start_generate(prompts, sampling, first_group_id, version))
 
     def init_weight_sync(self, endpoint: SyncEndpoint) -> dict:
         return {name: h.init_weight_sync.remote(endpoint, 1 + i * self.ranks_per_worker)

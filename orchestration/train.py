@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mogrpo.batch import RolloutBatch, SamplingSettings
 from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
 from mogrpo.metrics import MetricsLogger, atomic_write_text, status_line
 from mogrpo.models import resolve_model
@@ -31,6 +30,7 @@ from mogrpo.weight_sync import SyncEndpoint
 from orchestration import checkpoint
 from orchestration.groups import gather
 from orchestration.placement import plan_placement
+from orchestration.steps import keep_informative, save_rollouts, score, start_generation, step_metrics, sync_weights
 
 log = logging.getLogger("mogrpo")
 
@@ -49,61 +49,6 @@ def preflight(cfg: RunConfig):
     reward_path = ensure_reward_model(cfg.reward.model, fit_if_missing=cfg.reward.fit_if_missing)
     labels = check_model_aggregation(str(reward_path), cfg.reward.aggregation)
     return policy_path, prompts, reward_path, labels
-
-
-def generate_groups(actors, sampler: PromptSampler, cfg: RunConfig, step: int) -> dict:
-    """Start generating one step's groups (returns refs; `collect` waits for them)."""
-    sampling = SamplingSettings(
-        group_size=cfg.rollout.group_size,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        temperature=cfg.rollout.temperature,
-        top_p=cfg.rollout.top_p,
-        top_k=cfg.rollout.top_k,
-        seed=cfg.seed * 100_003 + step,
-    )
-    return actors.rollout.start_generate(sampler.take(cfg.rollout.prompts_per_step), sampling, first_group_id=0)
-
-
-def score(actors, batch: RolloutBatch) -> RolloutBatch:
-    scores = actors.reward.score(
-        batch.column("prompt"), batch.column("response"), batch.group_ids.tolist(),
-        [len(t) for t in batch.column("response_token_ids")],
-    )
-    return batch.with_rewards(scores)
-
-
-def sync_weights(actors, version: int) -> dict:
-    """Broadcast the learner's weights as `version`; both ends run at once."""
-    sends = actors.learner.send_weights(version)
-    receives = actors.rollout.update_weights(version)
-    results = gather({**sends, **receives}, f"weight sync v{version}")
-    stale = {n: v for n, v in results.items() if n in receives and v != version}
-    if stale:
-        raise RuntimeError(f"weight sync v{version}: workers report other versions {stale}")
-    return results["learner-0"]
-
-
-def step_metrics(batch: RolloutBatch, train: dict, labels: list[str]) -> dict:
-    lengths = np.array([len(t) for t in batch.column("response_token_ids")])
-    out = {
-        "reward/mean": float(np.mean(batch.rewards)),
-        "reward/std": float(np.std(batch.rewards)),
-        **{f"reward/{label}": float(np.mean(batch.numpy(f"reward/{label}"))) for label in labels},
-        "response_len/mean": float(lengths.mean()),
-        "response_len/max": int(lengths.max()),
-        "response/truncated_frac": float(np.mean([f == "length" for f in batch.column("finish_reason")])),
-    }
-    return {**out, **train}
-
-
-def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch) -> None:
-    import pyarrow.parquet as pq
-
-    path = run_dir / "rollouts" / f"step-{step:06d}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(batch.table, tmp)
-    tmp.replace(path)
 
 
 def run(cfg: RunConfig) -> Path:
@@ -155,7 +100,7 @@ def run(cfg: RunConfig) -> Path:
         logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=resume.step if resume else None)
 
         # 4. the loop
-        pending, ready = generate_groups(actors, sampler, cfg, first_step), None
+        pending, ready = start_generation(actors, sampler, cfg, first_step, version), None
         for step in range(first_step, cfg.steps + 1):
             t_step = time.perf_counter()
             batch = ready if ready is not None else actors.rollout.finish_generate(pending)
@@ -164,25 +109,29 @@ def run(cfg: RunConfig) -> Path:
 
             t = time.perf_counter()
             batch = score(actors, batch)
+            train_batch, sampling_stats = batch, {}
+            if cfg.learner.loss.dynamic_sampling:
+                train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
             t_reward = time.perf_counter() - t
 
             prefetch = cfg.async_rollout and step < cfg.steps
             if prefetch:  # the next groups come from the current policy: one step off-policy
-                pending = generate_groups(actors, sampler, cfg, step + 1)
+                pending = start_generation(actors, sampler, cfg, step + 1, version)
             t = time.perf_counter()
-            train = actors.learner.train(batch)
+            train = actors.learner.train(train_batch) if len(train_batch) else {"skipped": 1}
             t_train = time.perf_counter() - t
             # Workers take the update only after they finish generating, so wait for that first.
             ready = actors.rollout.finish_generate(pending) if prefetch else None
 
-            t = time.perf_counter()
-            version += 1
-            sync = sync_weights(actors, version)
+            t, sync = time.perf_counter(), {}
+            if len(train_batch):
+                version += 1
+                sync = sync_weights(actors, version)
             t_sync = time.perf_counter() - t
             if not cfg.async_rollout and step < cfg.steps:
-                pending = generate_groups(actors, sampler, cfg, step + 1)
+                pending = start_generation(actors, sampler, cfg, step + 1, version)
 
-            metrics = {"policy_version": version, **step_metrics(batch, train, labels), **sync,
+            metrics = {"policy_version": version, **step_metrics(batch, train, labels), **sampling_stats, **sync,
                        "time/generate": t_gen, "time/reward": t_reward, "time/train": t_train, "time/sync": t_sync,
                        "time/step": time.perf_counter() - t_step}
             logger.log(step, metrics)

@@ -1,5 +1,8 @@
 """Rollout worker: owns one vLLM engine; samples groups of responses and takes in-place
-weight updates from the learner. Orchestration wraps it with `ray.remote`."""
+weight updates from the learner. Orchestration wraps it with `ray.remote`.
+
+Ray runs one method of an actor at a time, so generation never sees a half-applied
+update: a version's weights are complete before the next `generate` starts."""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ import time
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.weight_sync import SyncEndpoint
+
+
+class StaleWeightsError(RuntimeError):
+    """A worker was asked to generate with a policy version it does not hold."""
 
 
 class RolloutWorker:
@@ -53,10 +60,15 @@ class RolloutWorker:
     def ready(self) -> dict:
         return {"name": self.name, "startup_s": self.startup_s, "policy_version": self.version}
 
-    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0) -> RolloutBatch:
-        """Sample `sampling.group_size` responses per prompt; group ids count from `first_group_id`."""
+    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
+                 expected_version: int | None = None) -> RolloutBatch:
+        """Sample `sampling.group_size` responses per prompt; group ids count from `first_group_id`.
+        With `expected_version`, refuse to generate from other weights (a missed update)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+
+        if expected_version is not None and expected_version != self.version:
+            raise StaleWeightsError(f"{self.name} holds policy version {self.version}, expected {expected_version}")
 
         params = SamplingParams(
             n=sampling.group_size,

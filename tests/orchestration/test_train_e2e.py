@@ -49,11 +49,15 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     # longer run picks up from there, re-runs step 2 and adds step 3.
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 1 and latest["policy_version"] == 1
-    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=3))
+    # The resumed run also switches on asynchronous rollouts and DAPO with dynamic sampling.
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=3) + [
+        "async_rollout=true", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
+        "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1"])
     run(cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert records[-1]["policy_version"] == 3
+    assert "dynamic_sampling/informative_frac" in records[-1]
 
 
 def test_missing_reward_model_fails_before_any_actor(tmp_path):

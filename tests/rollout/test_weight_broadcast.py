@@ -1,6 +1,8 @@
 """After a broadcast the vLLM worker generates with the learner's new weights; before it,
 it does not. Real Ray actors, real DeepSpeed updates, real vLLM, real gloo broadcast."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import ray
@@ -12,7 +14,8 @@ from mogrpo.config.learner import LearnerConfig, LoraConfig, LossConfig
 from mogrpo.models import resolve_model
 from mogrpo.runtime import free_port, worker_env
 from mogrpo.weight_sync import SyncEndpoint
-from orchestration.groups import ActorFailedError, gather
+from orchestration.groups import ActorFailedError, LearnerGroup, RolloutGroup, gather
+from orchestration.steps import ensure_current
 from rollout.worker import RolloutWorker
 
 pytestmark = pytest.mark.slow
@@ -79,11 +82,19 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
     assert after.column("response_token_ids")[0] == expected
     assert after.column("policy_version") == [1]
 
+    # Versions: a worker refuses to generate from weights it does not hold, and one that
+    # is behind the learner is re-synced before it generates.
+    with pytest.raises(ActorFailedError, match="StaleWeightsError: rollout-0 holds policy version 1, expected 2"):
+        gather({"rollout-0": worker.generate.remote([prompt], GREEDY, 0, 2)}, "generate")
+    actors = SimpleNamespace(learner=LearnerGroup([learner]), rollout=RolloutGroup([worker], ["rollout-0"], 1))
+    ensure_current(actors, 2)
+    assert actors.rollout.versions() == {"rollout-0": 2}
+
     # A worker that dies: the learner's send fails within the timeout, naming it.
     ray.kill(worker, no_restart=True)
     with pytest.raises(ActorFailedError, match=r"actor rollout-0 (died|is unavailable)"):
-        gather({"rollout-0": worker.update_weights.remote(2)}, "weight sync v2")
+        gather({"rollout-0": worker.update_weights.remote(3)}, "weight sync v3")
     # (ray.kill is asynchronous: the dead worker may or may not have announced itself first)
     with pytest.raises(ActorFailedError, match=r"learner-0 failed: WeightSyncError: .*rollout-0 \(rank 1\)"):
-        gather({"learner-0": learner.send_weights.remote(2)}, "weight sync v2")
+        gather({"learner-0": learner.send_weights.remote(3)}, "weight sync v3")
     ray.kill(learner, no_restart=True)

@@ -1,0 +1,116 @@
+"""The pieces of one GRPO step that the driver strings together: generate, score,
+refill uninformative groups (DAPO dynamic sampling), sync weights, and record."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mogrpo.batch import RolloutBatch, SamplingSettings
+from mogrpo.config import RunConfig
+from mogrpo.prompts import PromptSampler
+from orchestration.groups import gather
+
+log = logging.getLogger("mogrpo")
+
+
+def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSettings:
+    return SamplingSettings(
+        group_size=cfg.rollout.group_size,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        seed=(cfg.seed * 100_003 + step) * 31 + round_,
+    )
+
+
+def start_generation(actors, sampler: PromptSampler, cfg: RunConfig, step: int, version: int) -> dict:
+    """Start generating one step's groups from policy `version` (refs; the rollout group's
+    `finish_generate` waits for them). Workers that missed an update are re-synced first."""
+    ensure_current(actors, version)
+    return actors.rollout.start_generate(sampler.take(cfg.rollout.prompts_per_step), sampling_settings(cfg, step),
+                                         first_group_id=0, version=version)
+
+
+def score(actors, batch: RolloutBatch) -> RolloutBatch:
+    scores = actors.reward.score(
+        batch.column("prompt"), batch.column("response"), batch.group_ids.tolist(),
+        [len(t) for t in batch.column("response_token_ids")],
+    )
+    return batch.with_rewards(scores)
+
+
+def keep_informative(actors, sampler: PromptSampler, cfg: RunConfig, batch: RolloutBatch, step: int,
+                     version: int) -> tuple[RolloutBatch, dict]:
+    """DAPO dynamic sampling: drop groups whose rewards are all equal (zero advantage, no
+    signal) and refill from new prompts, at most `dynamic_sampling_max_rounds` times; keep
+    at most `prompts_per_step` groups, a multiple of the learner ranks."""
+    from learner.advantages import informative_groups
+
+    def informative(b: RolloutBatch) -> RolloutBatch:
+        keep = informative_groups(torch.tensor(b.rewards), torch.tensor(b.group_ids)).numpy()
+        return b.take(np.flatnonzero(keep))
+
+    want = cfg.rollout.prompts_per_step
+    parts = [informative(batch)]
+    first_kept = parts[0].num_groups / batch.num_groups
+    have, next_group, rounds = parts[0].num_groups, int(batch.group_ids.max()) + 1, 0
+    while have < want and rounds < cfg.learner.loss.dynamic_sampling_max_rounds:
+        rounds += 1
+        more = actors.rollout.generate(sampler.take(want - have), sampling_settings(cfg, step, rounds), next_group, version)
+        next_group += want - have
+        parts.append(informative(score(actors, more)))
+        have += parts[-1].num_groups
+    kept = RolloutBatch.concat(parts)
+    groups = list(dict.fromkeys(kept.group_ids.tolist()))
+    usable = min(len(groups), want) // cfg.learner.num_workers * cfg.learner.num_workers
+    kept = kept.take(np.flatnonzero(np.isin(kept.group_ids, groups[:usable])))
+    return kept, {"dynamic_sampling/informative_frac": first_kept, "dynamic_sampling/rounds": rounds,
+                  "dynamic_sampling/groups": usable}
+
+
+def sync_weights(actors, version: int) -> dict:
+    """Broadcast the learner's weights as `version`; both ends run at once."""
+    sends = actors.learner.send_weights(version)
+    receives = actors.rollout.update_weights(version)
+    results = gather({**sends, **receives}, f"weight sync v{version}")
+    wrong = {n: v for n, v in results.items() if n in receives and v != version}
+    if wrong:
+        raise RuntimeError(f"weight sync v{version}: workers report other versions {wrong}")
+    return results["learner-0"]
+
+
+def ensure_current(actors, version: int) -> None:
+    """A worker whose version differs from the learner's is re-synced before it generates."""
+    stale = {n: v for n, v in actors.rollout.versions().items() if v != version}
+    if stale and version > 0:
+        log.warning("re-syncing workers that missed policy version %d: %s", version, stale)
+        sync_weights(actors, version)
+
+
+def step_metrics(batch: RolloutBatch, train: dict, labels: list[str]) -> dict:
+    lengths = np.array([len(t) for t in batch.column("response_token_ids")])
+    return {
+        "reward/mean": float(np.mean(batch.rewards)),
+        "reward/std": float(np.std(batch.rewards)),
+        **{f"reward/{label}": float(np.mean(batch.numpy(f"reward/{label}"))) for label in labels},
+        "response_len/mean": float(lengths.mean()),
+        "response_len/max": int(lengths.max()),
+        "response/truncated_frac": float(np.mean([f == "length" for f in batch.column("finish_reason")])),
+        **train,
+    }
+
+
+def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch) -> None:
+    """Every response of the step with its per-label scores, as parquet (atomic)."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / "rollouts" / f"step-{step:06d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(batch.table, tmp)
+    tmp.replace(path)
