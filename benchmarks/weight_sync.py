@@ -138,7 +138,7 @@ def run(repeats: int = 3, bucket_mb: float = 64) -> dict:
     }
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
     from mogrpo.runtime import init_ray
 
     init_ray(None, num_cpus=4, runtime_env={"env_vars": worker_env(1)})

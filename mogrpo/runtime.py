@@ -4,7 +4,6 @@ GPU, thread counts per actor, and starting or joining Ray."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 from mogrpo.models import cache_dir
@@ -37,24 +36,16 @@ def worker_env(omp_threads: int, extra: dict[str, str] | None = None) -> dict[st
     return env
 
 
-def apply_env(env: dict[str, str]) -> None:
-    os.environ.update(env)
-
-
-def set_torch_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
-
-
 def init_ray(ray_address: str | None, *, num_cpus=None, num_gpus=None, include_dashboard=False,
              dashboard_host="127.0.0.1", object_store_memory_gib=None, runtime_env=None):
-    """Join `ray_address`, or start a private local instance that never attaches to a
-    cluster someone else started on this machine."""
+    """Join `ray_address` (or $RAY_ADDRESS, which `ray job submit` sets for its entrypoint),
+    else start a private local instance that never attaches to a cluster someone else
+    started on this machine."""
     import ray
 
     if ray.is_initialized():
         return
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     if ray_address:
         ray.init(address=ray_address, runtime_env=runtime_env, log_to_driver=True)
         return
@@ -84,7 +75,3 @@ def node_ip() -> str:
     import ray
 
     return ray.util.get_node_ip_address()
-
-
-def clean_tmp(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
