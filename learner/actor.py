@@ -106,7 +106,7 @@ class LearnerWorker:
         cfg, loss_cfg = self.cfg, self.cfg.loss
         t0 = time.perf_counter()
         # 1. tensors
-        data = to_tensors(batch)
+        data = to_tensors(batch).to(self.engine.device)
         # 2. reference
         ref_logp = self._logprobs_no_grad(data, reference=True) if loss_cfg.kl_coef > 0 else None  # [B, T]
         # 3. rewards -> advantages
@@ -198,21 +198,15 @@ class LearnerWorker:
         )
 
     def _logprobs(self, model, part: TrainTensors) -> torch.Tensor:
-        device = self.engine.device
         per_position = response_logprobs(
-            model,
-            part.input_ids.to(device),
-            part.attention_mask.to(device),
-            part.response_start.to(device),
-            self.temperature,
+            model, part.input_ids, part.attention_mask, part.response_start, self.temperature
         )  # [b, L-1]
-        return to_response_coords(per_position.cpu() if device.type != "cpu" else per_position,
-                                  part.response_start, part.mask.shape[1])  # [b, t]
+        return to_response_coords(per_position, part.response_start, part.mask.shape[1])  # [b, t]
 
     def logprobs(self, batch: RolloutBatch, reference: bool = False) -> list[list[float]]:
         """Log-prob of every response token under the current (or reference) policy."""
-        data = to_tensors(batch)
-        values = self._logprobs_no_grad(data, reference)
+        data = to_tensors(batch).to(self.engine.device)
+        values = self._logprobs_no_grad(data, reference).cpu()
         return [row[:n].tolist() for row, n in zip(values, data.response_len.tolist())]
 
     @torch.no_grad()
@@ -220,7 +214,7 @@ class LearnerWorker:
         """[B, T] log-probs of all rows under the reference (or current) policy, in micro-batches."""
         out = torch.zeros_like(data.mask)
         lengths = data.response_start + data.response_len
-        for micro in micro_batches(torch.arange(len(data)), lengths, self.cfg.micro_batch_tokens):
+        for micro in micro_batches(torch.arange(len(data), device=lengths.device), lengths, self.cfg.micro_batch_tokens):
             part = data.rows(micro)
             if reference and self.reference is not None:
                 logp = self._logprobs(self.reference, part)

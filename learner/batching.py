@@ -3,7 +3,7 @@ micro-batches. Pure torch; no DeepSpeed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ class TrainTensors:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def to(self, device) -> TrainTensors:
+        return TrainTensors(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     def rows(self, index: Tensor) -> TrainTensors:
         """The given rows, trimmed to the longest of them."""
@@ -82,7 +85,8 @@ def to_tensors(batch: RolloutBatch) -> TrainTensors:
 def to_response_coords(per_position: Tensor, response_start: Tensor, width: int) -> Tensor:
     """[B, L-1] values aligned as `learner.logprobs.response_logprobs` (position t scores
     token t+1) -> [B, width] values of the response tokens (column j = response token j)."""
-    index = (response_start[:, None] - 1 + torch.arange(width)[None, :]).clamp(max=per_position.shape[1] - 1)
+    offsets = torch.arange(width, device=per_position.device)
+    index = (response_start[:, None] - 1 + offsets[None, :]).clamp(max=per_position.shape[1] - 1)
     return per_position.gather(1, index)  # [B, width]
 
 
@@ -98,10 +102,10 @@ def micro_batches(rows: Tensor, lengths: Tensor, token_budget: int) -> list[Tens
 
     Rows are sorted by length so that similar lengths share a micro-batch (less padding);
     a single row longer than the budget still gets a micro-batch of its own."""
+    rows, lengths = rows.cpu(), lengths.cpu()
     order = rows[torch.argsort(lengths[rows], descending=True)]
     out, current, longest = [], [], 0
-    for row in order.tolist():
-        length = int(lengths[row])
+    for row, length in zip(order.tolist(), lengths[order].tolist()):
         longest_if_added = max(longest, length)
         if current and longest_if_added * (len(current) + 1) > token_budget:
             out.append(torch.tensor(current))
