@@ -22,7 +22,7 @@ from learner.engine import (
     save_hf_folder,
     torch_dtype,
 )
-from learner.kl import kl_reward_penalty
+from learner.kl import kl_estimate, kl_reward_penalty
 from learner.logprobs import response_logprobs
 from learner.losses import LossSettings, PolicyLossInput, accumulate_metrics, policy_loss, truncated_is_weights
 from mogrpo.batch import RolloutBatch
@@ -173,15 +173,13 @@ class LearnerWorker:
             "time/learner_prep": t_prep,
         })
         if ref_logp is not None and loss_cfg.kl_in == "reward":
-            from learner.kl import kl_estimate
-
             out["kl"] = float((kl_estimate(data.behaviour_logp, ref_logp, loss_cfg.kl_estimator) * data.mask).sum() / data.mask.sum())
         return out
 
     def _loss_settings(self, mask: torch.Tensor) -> LossSettings:
         """Denominators of a mini-batch: global counts over data-parallel ranks, divided by
         the world size because DeepSpeed averages the ranks' gradients."""
-        totals = torch.tensor([(mask.sum(1) > 0).sum(), mask.sum()], dtype=torch.float64)
+        totals = torch.stack([(mask.sum(1) > 0).sum(), mask.sum()]).to(torch.float64)  # on the device, for NCCL
         if self.world_size > 1:
             import torch.distributed as dist
 

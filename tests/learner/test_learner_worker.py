@@ -89,3 +89,22 @@ def test_minibatches_epochs_and_recomputed_old_logprobs(ray_local):
     assert np.isfinite(metrics["loss"])
     # Four optimizer steps on one batch: after the first, the ratio leaves 1 and clipping bites.
     assert metrics["clip_frac"] > 0 and metrics["ratio_max"] > 1.0
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_data_parallel_ranks_stay_identical(ray_local, stage):
+    path = str(resolve_model("tiny-llama"))
+    cfg = LearnerConfig(dtype="float32", zero_stage=stage, lr=1e-3)
+    port = free_port()
+    ranks = [ray.remote(LearnerWorker).options(num_cpus=1, runtime_env={"env_vars": worker_env(1)}).remote(
+        path, cfg, rank=r, world_size=2, master_addr="127.0.0.1", master_port=port, group_size=4, max_new_tokens=8)
+        for r in range(2)]
+    batch = scored_batch(groups=4)
+    shards = batch.split_by_groups(2)
+    metrics = ray.get([h.train_step.remote(s) for h, s in zip(ranks, shards)])
+    # ZeRO-3 gathers are collective: every rank takes part in reading the weights.
+    after = ray.get([h.logprobs.remote(batch) for h in ranks])
+    for h in ranks:
+        ray.kill(h)
+    assert all(np.isfinite(m["loss"]) for m in metrics)
+    np.testing.assert_allclose(np.concatenate(after[0]), np.concatenate(after[1]), atol=1e-6)
