@@ -67,7 +67,7 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(repeats: int = 3, bucket_mb: float = 64) -> dict:
+def run(repeats: int = 5, bucket_mb: float = 16) -> dict:
     path = str(resolve_model("smollm2-135m-instruct"))
     # One intra-op thread per actor: both ends share a small CPU, and spinning OpenMP
     # threads of one would starve the other and the transport.
