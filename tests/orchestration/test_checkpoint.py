@@ -1,0 +1,27 @@
+"""Driver checkpoint state: committed atomically, pruned, and damaged state is an error."""
+
+import json
+
+import pytest
+
+from orchestration.checkpoint import DriverState, checkpoint_dir, commit, read_latest, tag_for
+
+
+def test_commit_read_and_prune(tmp_path):
+    assert read_latest(tmp_path) is None
+    for step in (1, 2, 3):
+        (checkpoint_dir(tmp_path) / tag_for(step)).mkdir(parents=True)
+        commit(tmp_path, DriverState(step, step, 10 * step, tag_for(step)), keep=2)
+    assert read_latest(tmp_path) == DriverState(3, 3, 30, "step-0000003")
+    assert sorted(p.name for p in checkpoint_dir(tmp_path).iterdir() if p.is_dir()) == ["step-0000002", "step-0000003"]
+
+
+def test_damaged_or_dangling_state_is_an_error(tmp_path):
+    root = checkpoint_dir(tmp_path)
+    root.mkdir()
+    (root / "latest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="latest.json is damaged"):
+        read_latest(tmp_path)
+    (root / "latest.json").write_text(json.dumps({"step": 4, "policy_version": 4, "prompt_position": 0, "tag": "step-0000004"}))
+    with pytest.raises(FileNotFoundError, match="names checkpoint 'step-0000004', which is missing"):
+        read_latest(tmp_path)
