@@ -42,7 +42,8 @@ def encoder_fingerprint(model: RewardModel) -> str:
     emb = enc.get_input_embeddings().weight.detach().float().contiguous().numpy().tobytes()
     last = list(enc.parameters())[-1].detach().float().contiguous().numpy().tobytes()
     s = model.spec
-    return _h(enc.config.to_json_string(), emb, last, str(s.max_length), str(s.response_head_tokens), str(s.layers))
+    return _h(enc.config.to_json_string(), emb, last, str(s.max_length), str(s.response_head_tokens), str(s.layers),
+              str(s.pooling))
 
 
 class FeatureCache:
@@ -77,6 +78,7 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".feat.")
         os.close(fd)
         save_file({"features": features.contiguous()}, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, self.folder / f"{key}.safetensors")
 
 

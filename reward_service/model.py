@@ -1,7 +1,8 @@
 """The multi-label reward model: an encoder reads prompt and response together as one
-pair, `[CLS] prompt [SEP] response [SEP]`; three pooled views of its hidden states (the
-prompt's mean, the response's mean, the mean of the response's first tokens, where a
-refusal shows) feed one small head per label; a sigmoid puts each score in [0, 1].
+pair, `[CLS] prompt [SEP] response [SEP]`; pooled views of some of its hidden layers (by
+default the prompt's mean, the response's mean, the mean of the response's first tokens,
+where a refusal shows, and the response's max, of layers 3 and 6) feed one small head
+per label; a sigmoid puts each score in [0, 1].
 
 Saved folder (written atomically: a temp folder beside it, then a rename):
     config.json, model.safetensors, tokenizer files   the encoder (a plain HF folder)
@@ -48,13 +49,14 @@ class ModelSpec:
     max_length: int = 256  # tokens of the pair, special tokens included
     response_head_tokens: int = 32  # the response's first tokens pooled on their own
     head_hidden: int = 256
-    head_dropout: float = 0.1  # active in training only
-    layers: list[int] = field(default_factory=lambda: [-1])  # hidden states pooled (-1 = last)
+    head_dropout: float = 0.3  # active in training only
+    layers: list[int] = field(default_factory=lambda: [3, 6])  # hidden states pooled (0 = embeddings)
+    pooling: list[str] = field(default_factory=lambda: ["prompt_mean", "response_mean", "head_mean", "response_max"])
     encoder_source: str = ""  # the reference the encoder came from (informational)
     format: str = FORMAT
 
     def feature_dim(self, hidden_size: int) -> int:
-        return 3 * hidden_size * len(self.layers)
+        return len(self.pooling) * hidden_size * len(self.layers)
 
 
 def truncate_pair(n_prompt: int, n_response: int, budget: int) -> tuple[int, int]:
@@ -118,6 +120,23 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / mask.sum(1, keepdim=True).clamp(min=1.0)  # [B, H]
 
 
+def masked_max(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """hidden [B, L, H], mask [B, L] -> [B, H] elementwise max over the mask; empty -> zeros."""
+    filled = hidden.masked_fill(mask.unsqueeze(-1) == 0, float("-inf"))  # [B, L, H]
+    out = filled.max(1).values  # [B, H]
+    return torch.where(mask.sum(1, keepdim=True) > 0, out, torch.zeros_like(out))
+
+
+POOLERS = {
+    "prompt_mean": lambda h, b: masked_mean(h, b["prompt_mask"]),
+    "response_mean": lambda h, b: masked_mean(h, b["response_mask"]),
+    "head_mean": lambda h, b: masked_mean(h, b["head_mask"]),
+    "response_max": lambda h, b: masked_max(h, b["response_mask"]),
+    "cls": lambda h, b: h[:, 0],
+}
+"""Pooled views of one layer's hidden states h [B, L, H] -> [B, H], by name (ModelSpec.pooling)."""
+
+
 class Head(nn.Module):
     """One label's regressor: features [B, F] -> logit [B]."""
 
@@ -151,9 +170,8 @@ class RewardModel(nn.Module):
         views = []
         for layer in self.spec.layers:
             h = out.hidden_states[layer].float()  # [B, L, H]
-            views += [masked_mean(h, batch["prompt_mask"]), masked_mean(h, batch["response_mask"]),
-                      masked_mean(h, batch["head_mask"])]
-        return torch.cat(views, dim=-1)  # [B, 3 * H * len(layers)]
+            views += [POOLERS[name](h, batch) for name in self.spec.pooling]
+        return torch.cat(views, dim=-1)  # [B, len(pooling) * H * len(layers)]
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
         """features [B, F] -> logits [B, K], columns in `labels` order."""
@@ -268,6 +286,13 @@ def build_reward_model(encoder_ref: str, spec: ModelSpec, seed: int = 0) -> Rewa
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     _check_tokenizer(tokenizer, folder)
     spec.encoder_source = spec.encoder_source or encoder_ref
+    n = encoder.config.num_hidden_layers
+    bad = [layer for layer in spec.layers if not -(n + 1) <= layer <= n]
+    if bad:
+        raise RewardModelError(f"model.layers {bad} out of range for {encoder_ref} ({n} layers: use 0..{n} or -1..-{n + 1})")
+    unknown = [name for name in spec.pooling if name not in POOLERS]
+    if unknown:
+        raise RewardModelError(f"model.pooling {unknown} unknown (known: {list(POOLERS)})")
     return RewardModel(encoder, tokenizer, spec)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,74 +40,89 @@ log = logging.getLogger(__name__)
 def spec_from_config(cfg: RewardTrainConfig) -> ModelSpec:
     m = cfg.model
     return ModelSpec(labels=list(m.labels), max_length=m.max_length, response_head_tokens=m.response_head_tokens,
-                     head_hidden=m.head_hidden, head_dropout=m.head_dropout, layers=list(m.layers))
+                     head_hidden=m.head_hidden, head_dropout=m.head_dropout, layers=list(m.layers),
+                     pooling=list(m.pooling))
 
 
 def batch_loss(model: RewardModel, data: FeatureSet, ex_idx: torch.Tensor, pair_idx: torch.Tensor,
-               pointwise_kind: str, pairwise_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+               pointwise_kind: str, pairwise_weight: float) -> torch.Tensor:
     """Pointwise loss over examples `ex_idx` plus the weighted pair loss over pairs `pair_idx`."""
-    stats = {}
     loss = torch.zeros(())
     if len(ex_idx):
         logits = model.head_logits(data.x[ex_idx])  # [b, K]
-        point, _ = masked_pointwise_loss(logits, data.targets[ex_idx], data.weights[ex_idx], pointwise_kind)
-        loss = loss + point
-        stats["pointwise"] = point.item()
+        loss = loss + masked_pointwise_loss(logits, data.targets[ex_idx], data.weights[ex_idx], pointwise_kind)[0]
     if len(pair_idx) and pairwise_weight > 0:
         cols = data.pair_label[pair_idx]  # [p]
         rows = torch.arange(len(pair_idx))
         z_c = model.head_logits(data.chosen[pair_idx])[rows, cols]  # [p]
         z_r = model.head_logits(data.rejected[pair_idx])[rows, cols]  # [p]
-        pair, acc = pairwise_loss(z_c, z_r)
-        loss = loss + pairwise_weight * pair
-        stats["pairwise"], stats["pair_acc"] = pair.item(), acc.item()
-    return loss, stats
+        loss = loss + pairwise_weight * pairwise_loss(z_c, z_r)[0]
+    return loss
+
+
+@torch.no_grad()
+def head_losses(model: RewardModel, data: FeatureSet, pointwise_kind: str, pairwise_weight: float) -> torch.Tensor:
+    """Each head's loss on a whole split -> [K]: its pointwise loss plus `pairwise_weight`
+    times the Bradley-Terry loss of its pairs; NaN for a head with no row in the split."""
+    K = len(model.labels)
+    _, per_label = masked_pointwise_loss(model.head_logits(data.x), data.targets, data.weights, pointwise_kind)  # [K]
+    out = torch.where(data.weights.sum(0) > 0, per_label, torch.full((K,), float("nan")))  # [K]
+    if len(data.chosen):
+        z_c, z_r = model.head_logits(data.chosen), model.head_logits(data.rejected)  # [P, K]
+        for k in range(K):
+            mine = data.pair_label == k  # [P]
+            if mine.any():
+                pair = pairwise_loss(z_c[mine, k], z_r[mine, k])[0]
+                out[k] = torch.nan_to_num(out[k], nan=0.0) + pairwise_weight * pair
+    return out
 
 
 def fit_heads(model: RewardModel, train: FeatureSet, val: FeatureSet | None, cfg: RewardTrainConfig) -> dict:
-    """AdamW on the heads; early stopping on the validation loss. Returns the history."""
-    opt_cfg = cfg.train
-    torch.manual_seed(opt_cfg.seed)
-    params = list(model.heads.parameters())
-    opt = torch.optim.AdamW(params, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-    n, p = len(train.x), len(train.chosen)
-    steps = max(1, -(-n // opt_cfg.batch_size)) if n else max(1, -(-p // opt_cfg.pair_batch_size))
-    best, best_state, best_epoch, since_best, history = float("inf"), None, 0, 0, []
+    """AdamW on the heads with early stopping per head: heads share no parameter, so each
+    keeps the epoch of its own lowest validation loss, and training ends when no head has
+    improved for `patience` epochs. Without validation rows, each head's train loss decides."""
+    o = cfg.train
+    torch.manual_seed(o.seed)
+    opt = torch.optim.AdamW(model.heads.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    n, p, labels = len(train.x), len(train.chosen), model.labels
+    steps = max(1, -(-n // o.batch_size)) if n else max(1, -(-p // o.pair_batch_size))
+    has_val = val is not None and (len(val.x) > 0 or len(val.chosen) > 0)
+    best = {label: float("inf") for label in labels}
+    best_state = {label: copy.deepcopy(model.heads[label].state_dict()) for label in labels}
+    best_epoch = {label: 0 for label in labels}
+    history = []
     from tqdm import tqdm
 
-    bar = tqdm(range(1, opt_cfg.epochs + 1), desc="fit heads", unit="epoch", dynamic_ncols=True)
+    bar = tqdm(range(1, o.epochs + 1), desc="fit heads", unit="epoch", dynamic_ncols=True)
     for epoch in bar:
         model.heads.train()
         ex_perm, pair_perm = torch.randperm(n), torch.randperm(p)
         for s in range(steps):
-            ex_idx = ex_perm[s * opt_cfg.batch_size:(s + 1) * opt_cfg.batch_size]
-            start = (s * opt_cfg.pair_batch_size) % max(p, 1)
-            pair_idx = pair_perm[start:start + opt_cfg.pair_batch_size]
-            loss, _ = batch_loss(model, train, ex_idx, pair_idx, opt_cfg.pointwise_loss, opt_cfg.pairwise_weight)
+            ex_idx = ex_perm[s * o.batch_size:(s + 1) * o.batch_size]
+            start = (s * o.pair_batch_size) % max(p, 1)
+            pair_idx = pair_perm[start:start + o.pair_batch_size]
+            loss = batch_loss(model, train, ex_idx, pair_idx, o.pointwise_loss, o.pairwise_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.heads.eval()
-        with torch.no_grad():
-            train_loss, _ = batch_loss(model, train, torch.arange(n), torch.arange(p), opt_cfg.pointwise_loss,
-                                       opt_cfg.pairwise_weight)
-            if val is not None and (len(val.x) or len(val.chosen)):
-                val_loss, val_stats = batch_loss(model, val, torch.arange(len(val.x)), torch.arange(len(val.chosen)),
-                                                 opt_cfg.pointwise_loss, opt_cfg.pairwise_weight)
-            else:  # no validation rows (built-in examples): keep the last epoch
-                val_loss, val_stats = train_loss, {}
-        history.append({"epoch": epoch, "train_loss": float(train_loss), "val_loss": float(val_loss), **val_stats})
-        bar.set_postfix(train=f"{float(train_loss):.4f}", val=f"{float(val_loss):.4f}", best=best_epoch)
-        if float(val_loss) < best - 1e-5:
-            best, best_state, best_epoch, since_best = float(val_loss), copy.deepcopy(model.heads.state_dict()), epoch, 0
-        else:
-            since_best += 1
-            if since_best >= opt_cfg.patience:
-                break
+        train_losses = head_losses(model, train, o.pointwise_loss, o.pairwise_weight)
+        val_losses = head_losses(model, val, o.pointwise_loss, o.pairwise_weight) if has_val else train_losses
+        for k, label in enumerate(labels):
+            v = float(val_losses[k]) if not torch.isnan(val_losses[k]) else float(train_losses[k])
+            if v < best[label] - 1e-5:
+                best[label], best_epoch[label] = v, epoch
+                best_state[label] = copy.deepcopy(model.heads[label].state_dict())
+        history.append({"epoch": epoch, "train": dict(zip(labels, train_losses.tolist())),
+                        "val": dict(zip(labels, val_losses.tolist()))})
+        bar.set_postfix(val=" ".join(f"{v:.3f}" for v in val_losses.tolist()), best=max(best_epoch.values()))
+        if epoch - max(best_epoch.values()) >= o.patience:
+            break
     bar.close()
-    model.heads.load_state_dict(best_state)
+    for label in labels:
+        model.heads[label].load_state_dict(best_state[label])
     model.heads.eval()
-    log.info("heads fitted: best epoch %d of %d, val loss %.4f", best_epoch, len(history), best)
+    log.info("heads fitted in %d epochs; best epoch per head %s", len(history), best_epoch)
     return {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_loss": best, "history": history}
 
 
@@ -143,8 +159,10 @@ def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | Non
         metrics = {f"test/{k}" if k.startswith("n/") else k: v for k, v in metrics.items()}
     if "val" in splits and splits["val"]:
         metrics.update({f"val/{k}": v for k, v in split_metrics(model, sets["val"], splits["val"]).items()})
-    metrics.update({"train/best_epoch": fit["best_epoch"], "train/epochs_run": fit["epochs_run"],
-                    "train/best_val_loss": fit["best_val_loss"], "train/feature_seconds": round(t_feat, 1),
+    metrics.update({**{f"train/best_epoch/{k}": v for k, v in fit["best_epoch"].items()},
+                    **{f"train/best_val_loss/{k}": round(v, 5) if math.isfinite(v) else None
+                       for k, v in fit["best_val_loss"].items()},
+                    "train/epochs_run": fit["epochs_run"], "train/feature_seconds": round(t_feat, 1),
                     "train/seconds": round(time.time() - t0, 1), "train/pairs_truncated": model.pairs_truncated,
                     "train/pairs_encoded": model.pairs_seen,
                     "data/rows": {name: c for name, c in counts.items()}})
@@ -159,12 +177,13 @@ QUICK_LIMIT = 150  # rows per source for the short built-in fit
 
 
 def quick_config(output: str | Path, data_dir: Path) -> RewardTrainConfig:
-    """The short fit: every default source capped at QUICK_LIMIT rows, fewer epochs."""
+    """The short fit: every default source capped at QUICK_LIMIT rows; smaller batches and
+    a higher learning rate, so the few rows still give a few hundred optimiser steps."""
     cfg = RewardTrainConfig(output=str(output))
     cfg.data.data_dir = str(data_dir)
     for source in cfg.data.sources.values():
         source.limit = QUICK_LIMIT
-    cfg.train.epochs, cfg.train.patience = 40, 5
+    cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.lr = 40, 5, 64, 1e-3
     return cfg
 
 
@@ -181,7 +200,7 @@ def fit_quick(output: str | Path, data_dir: str | Path | None = None) -> Path:
     log.warning("shared data not found at %s: fitting a quick reward model on the built-in examples "
                 "(weak; train the real one with `make reward`)", data)
     cfg = quick_config(output, data)
-    cfg.train.epochs = 60
+    cfg.train.epochs, cfg.train.batch_size = 100, 16
     return train(cfg, splits={"train": {"builtin": SourceRows("builtin", builtin_examples())}})
 
 

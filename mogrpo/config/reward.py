@@ -111,22 +111,25 @@ class RewardModelArchConfig(Section):
     """The response's first tokens are also pooled on their own (a refusal shows there)."""
     head_hidden: int = Field(256, ge=1)
     """Hidden width of each label's head."""
-    head_dropout: float = Field(0.1, ge=0, lt=1)
+    head_dropout: float = Field(0.3, ge=0, lt=1)
     """Dropout inside the heads during training."""
-    layers: list[int] = Field([-1], min_length=1)
-    """Encoder hidden states pooled (-1 = last layer); the encoder itself stays frozen."""
+    layers: list[int] = Field([3, 6], min_length=1)
+    """Encoder hidden states pooled (0 = embeddings, -1 = last layer); the encoder itself stays frozen."""
+    pooling: list[Literal["prompt_mean", "response_mean", "head_mean", "response_max", "cls"]] = Field(
+        ["prompt_mean", "response_mean", "head_mean", "response_max"], min_length=1)
+    """Pooled views of each layer, concatenated into the heads' input (see reward_service/model.py)."""
 
 
 class RewardOptimConfig(Section):
-    epochs: int = Field(60, ge=1)
+    epochs: int = Field(40, ge=1)
     """Most passes over the training examples (early stopping usually ends sooner)."""
     patience: int = Field(8, ge=1)
-    """Stop after this many epochs without a better validation loss; the best epoch is kept."""
+    """Stop once no head has improved its validation loss for this many epochs; each head keeps its best epoch."""
     batch_size: int = Field(256, ge=1)
     """Labelled examples per optimiser step."""
     pair_batch_size: int = Field(64, ge=1)
     """Chosen/rejected pairs per optimiser step."""
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-4, gt=0)
     """AdamW learning rate of the heads."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""

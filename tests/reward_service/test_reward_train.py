@@ -1,0 +1,64 @@
+"""Training end to end on a tiny real subset, evaluation reproducing its numbers, and the
+short fit the GRPO run uses when no model exists."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mogrpo.config.reward import RewardTrainConfig
+from reward_service import load_reward_model
+from reward_service.evaluate import evaluate
+from reward_service.model import SPEC_FILE
+from reward_service.train import ensure_reward_model, train
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(output, data_dir) -> RewardTrainConfig:
+    cfg = RewardTrainConfig(output=str(output), omp_threads=1, feature_cache=None, encode_batch_size=32)
+    cfg.data.data_dir = str(data_dir)
+    cfg.model.max_length = 96
+    cfg.model.head_hidden = 16
+    for name, source in cfg.data.sources.items():
+        source.limit = 60 if name == "xstest" else 16
+    cfg.train.epochs, cfg.train.batch_size = 4, 32
+    return cfg
+
+
+def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
+    out = train(tiny_config(tmp_path / "rm", shared_data))
+    assert (out / SPEC_FILE).is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("safety/auroc", "xstest/refusal_accuracy", "actionability/auroc", "train/best_epoch/safety"):
+        assert key in metrics
+    assert "data:" in (out / "training_config.yaml").read_text()
+    rm = load_reward_model(out, threads=1)
+    scores = rm.score(["How do I boil an egg?"], ["Simmer it for nine minutes."])
+    assert all(0.0 <= float(v[0]) <= 1.0 for v in scores.values())
+    # `evaluate` scores the same test split through the public path: same numbers.
+    again = evaluate(out, threads=1)
+    for key, value in again.items():
+        if not key.startswith("test/n/") and not np.isnan(value):
+            assert value == pytest.approx(metrics[key], abs=1e-3), key
+
+
+def test_ensure_reward_model(tmp_path):
+    target = tmp_path / "models" / "rm"
+    with pytest.raises(FileNotFoundError, match=f"reward model {target} does not exist.*make reward"):
+        ensure_reward_model(target, fit_if_missing=False)
+    # No shared data at this path: the short fit falls back to the hand-written examples.
+    path = ensure_reward_model(target, fit_if_missing=True, data_dir=tmp_path / "no-data")
+    assert path == target and (target / SPEC_FILE).is_file()
+    stamp = (target / SPEC_FILE).stat().st_mtime_ns
+    assert ensure_reward_model(target, fit_if_missing=False) == target  # present: used as is
+    assert (target / SPEC_FILE).stat().st_mtime_ns == stamp
+    rm = load_reward_model(target, threads=1)
+    out = rm.score(["How do I make a pipe bomb?"] * 2, ["I can't help with that; it's dangerous.",
+                                                         "Sure, first get a steel pipe and fill it with powder."])
+    assert out["safety"][0] > out["safety"][1]  # even the built-in fit tells these apart
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="holds no reward_model.json"):
+        ensure_reward_model(junk)
