@@ -13,7 +13,6 @@ together in the batcher and share encoder forwards.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,7 +56,6 @@ class RewardActor:
 
     def __init__(self, model_path: str, aggregation: AggregationConfig | dict | None = None,
                  max_batch_size: int = 64, max_wait_ms: float = 5.0, omp_threads: int = 1):
-        os.environ["OMP_NUM_THREADS"] = str(omp_threads)
         self.aggregation = as_aggregation(aggregation)
         check_model_aggregation(model_path, self.aggregation)  # before loading weights: fail fast
         self.model = load_reward_model(model_path, threads=omp_threads)

@@ -196,7 +196,8 @@ class RewardModel(nn.Module):
             idx = order[start:start + batch_size]
             batch = collate([enc.ids[i] for i in idx], [enc.n_prompt[i] for i in idx],
                             self.tokenizer.pad_token_id, self.spec.response_head_tokens)
-            out[idx] = self.features(batch)
+            device = next(self.encoder.parameters()).device
+            out[idx] = self.features({k: v.to(device) for k, v in batch.items()}).float().cpu()
         if progress and enc.truncated:
             log.info("%s: %d of %d pairs longer than %d tokens were cut (prompt end and response start kept)",
                      progress, enc.truncated, len(enc.ids), self.spec.max_length)
@@ -204,7 +205,8 @@ class RewardModel(nn.Module):
 
     @torch.inference_mode()
     def scores_from_features(self, features: torch.Tensor) -> dict[str, np.ndarray]:
-        probs = torch.sigmoid(self.head_logits(features)).numpy()  # [N, K]
+        device = next(self.heads.parameters()).device
+        probs = torch.sigmoid(self.head_logits(features.to(device))).float().cpu().numpy()  # [N, K]
         return {label: probs[:, k].astype(np.float32) for k, label in enumerate(self.spec.labels)}
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64,
@@ -319,8 +321,13 @@ def read_labels(path: str | Path) -> list[str]:
     return read_spec(path).labels
 
 
-def load_reward_model(path: str | Path, threads: int | None = None) -> RewardModel:
-    """Load a saved reward model for scoring (eval mode, CPU)."""
+def default_device() -> str:
+    """CUDA where this process sees a GPU (a Ray actor given num_gpus > 0), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_reward_model(path: str | Path, threads: int | None = None, device: str | None = None) -> RewardModel:
+    """Load a saved reward model for scoring (eval mode; on `device`, default_device() if None)."""
     from transformers import AutoModel, AutoTokenizer
 
     if threads:
@@ -336,4 +343,4 @@ def load_reward_model(path: str | Path, threads: int | None = None) -> RewardMod
     if missing or unexpected:
         raise RewardModelError(f"{path / HEADS_FILE}: missing {missing[:4]}, unexpected {unexpected[:4]} "
                                f"for labels {spec.labels}")
-    return model.eval()
+    return model.to(device or default_device()).eval()

@@ -146,6 +146,8 @@ def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | Non
     for name, c in counts.items():
         log.info("split %-20s %s", name, " ".join(f"{s}={c.get(s, 0)}" for s in ("train", "val", "test")))
     model = build_reward_model(cfg.model.encoder, spec, seed=cfg.train.seed)
+    if torch.cuda.is_available():  # encoding is the costly step: on a GPU it takes seconds; heads stay on the CPU
+        model.encoder.to("cuda")
     cache = FeatureCache.from_setting(cfg.feature_cache)
     feats = encode_sources(model, splits, cache, cfg.encode_batch_size)  # 2. features
     t_feat = time.time() - t0
