@@ -150,6 +150,8 @@ class Head(nn.Module):
 
 
 class RewardModel(nn.Module):
+    """Encoder + pooling + one head per label; `score` is the public scoring path."""
+
     def __init__(self, encoder: nn.Module, tokenizer, spec: ModelSpec):
         super().__init__()
         self.encoder, self.tokenizer, self.spec = encoder, tokenizer, spec
