@@ -14,6 +14,9 @@ REWARD_MODEL ?= runs/reward-model
 export MOGRPO_CACHE ?= $(HOME)/.cache/mogrpo
 export TORCH_EXTENSIONS_DIR ?= $(MOGRPO_CACHE)/torch_extensions
 export PYTHONUNBUFFERED = 1
+ifeq ($(PROFILE),cpu)
+export DS_ACCELERATOR ?= cpu
+endif
 export TOKENIZERS_PARALLELISM = false
 
 .PHONY: venv local-smoke test test-fast bench reward reward-eval clean
