@@ -26,8 +26,9 @@ from mogrpo.batch import Prompt, RewardScores, SamplingSettings
 from mogrpo.config.learner import LearnerConfig
 from mogrpo.models import resolve_model
 from mogrpo.runtime import free_port, worker_env
-from mogrpo.weight_sync import SyncEndpoint
-from orchestration.groups import gather
+from mogrpo.config.sections import WeightSyncConfig
+from orchestration.groups import LearnerGroup, RolloutGroup, gather
+from orchestration.steps import connect_weight_sync, sync_weights
 from rollout.worker import RolloutWorker
 
 
@@ -77,17 +78,14 @@ def run(repeats: int = 5, bucket_mb: float = 16) -> dict:
         path, cfg, group_size=4, max_new_tokens=64, master_port=free_port())
     worker = ray.remote(PerParamRollout).options(**env).remote(path, dtype="bfloat16", max_model_len=512)
     gather({"learner": learner.ready.remote(), "rollout": worker.ready.remote()}, "start")
-    addr, port = ray.get(learner.sync_rendezvous.remote())
-    endpoint = SyncEndpoint("gloo", addr, port, 2, 300.0, ["learner", "rollout-0"])
-    gather({"learner": learner.init_weight_sync.remote(endpoint, int(bucket_mb * 2**20), False, "bfloat16"),
-            "rollout": worker.init_weight_sync.remote(endpoint, 1)}, "sync set-up")
+    learners, rollouts = LearnerGroup([learner]), RolloutGroup([worker], ["rollout-0"], 1)
+    connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=bucket_mb, timeout_s=300), "bfloat16")
     version = iter(range(1, 10**6))
 
     def bucketed():
-        v = next(version)
-        return gather({"learner": learner.send_weights.remote(v), "rollout": worker.update_weights.remote(v)}, "sync")
+        return sync_weights(learners, rollouts, next(version))
 
-    stats = bucketed()["learner"]  # warm-up: the layout is planned and published once
+    stats = bucketed()  # warm-up: the layout is planned and published once
     nbytes = stats["weight_sync/bytes"]
     bucketed_s = timed(bucketed, repeats)
 

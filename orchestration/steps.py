@@ -7,12 +7,15 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 
 from mogrpo.batch import RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
+from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.prompts import PromptSampler
-from orchestration.groups import gather
+from mogrpo.weight_sync import SyncEndpoint
+from orchestration.groups import LearnerGroup, RolloutGroup, gather
 
 log = logging.getLogger("mogrpo")
 
@@ -31,7 +34,7 @@ def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSet
 def start_generation(actors, sampler: PromptSampler, cfg: RunConfig, step: int, version: int) -> dict:
     """Start generating one step's groups from policy `version` (refs; the rollout group's
     `finish_generate` waits for them). Workers that missed an update are re-synced first."""
-    ensure_current(actors, version)
+    ensure_current(actors.learner, actors.rollout, version)
     return actors.rollout.start_generate(sampler.take(cfg.rollout.prompts_per_step), sampling_settings(cfg, step),
                                          first_group_id=0, version=version)
 
@@ -73,10 +76,30 @@ def keep_informative(actors, sampler: PromptSampler, cfg: RunConfig, batch: Roll
                   "dynamic_sampling/groups": usable}
 
 
-def sync_weights(actors, version: int) -> dict:
+def connect_weight_sync(learner: LearnerGroup, rollout: RolloutGroup, sync: WeightSyncConfig,
+                        wire_dtype: str) -> SyncEndpoint:
+    """Open the sync group: learner rank 0 (it hosts the rendezvous) and every vLLM worker
+    rank; all members join at once."""
+    addr, port = ray.get(learner.handles[0].sync_rendezvous.remote())
+    tp = rollout.ranks_per_worker
+    endpoint = SyncEndpoint(
+        transport=sync.transport,
+        master_addr=sync.master_addr or addr,
+        master_port=sync.master_port or port,
+        world_size=1 + len(rollout.handles) * tp,
+        timeout_s=sync.timeout_s,
+        peer_names=["learner"] + [name for name in rollout.names for _ in range(tp)],
+    )
+    inits = {n: h.init_weight_sync.remote(endpoint, int(sync.bucket_mb * 2**20), sync.verify_checksum, wire_dtype)
+             for n, h in zip(learner.names, learner.handles)}
+    gather({**inits, **rollout.init_weight_sync(endpoint)}, "weight-sync group set-up")
+    return endpoint
+
+
+def sync_weights(learner: LearnerGroup, rollout: RolloutGroup, version: int) -> dict:
     """Broadcast the learner's weights as `version`; both ends run at once."""
-    sends = actors.learner.send_weights(version)
-    receives = actors.rollout.update_weights(version)
+    sends = learner.send_weights(version)
+    receives = rollout.update_weights(version)
     results = gather({**sends, **receives}, f"weight sync v{version}")
     wrong = {n: v for n, v in results.items() if n in receives and v != version}
     if wrong:
@@ -84,12 +107,12 @@ def sync_weights(actors, version: int) -> dict:
     return results["learner-0"]
 
 
-def ensure_current(actors, version: int) -> None:
+def ensure_current(learner: LearnerGroup, rollout: RolloutGroup, version: int) -> None:
     """A worker whose version differs from the learner's is re-synced before it generates."""
-    stale = {n: v for n, v in actors.rollout.versions().items() if v != version}
+    stale = {n: v for n, v in rollout.versions().items() if v != version}
     if stale and version > 0:
         log.warning("re-syncing workers that missed policy version %d: %s", version, stale)
-        sync_weights(actors, version)
+        sync_weights(learner, rollout, version)
 
 
 def step_metrics(batch: RolloutBatch, train: dict, labels: list[str]) -> dict:

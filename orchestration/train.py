@@ -26,11 +26,17 @@ from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
 from mogrpo.metrics import MetricsLogger, atomic_write_text, status_line
 from mogrpo.models import resolve_model
 from mogrpo.prompts import PromptSampler, load_prompts
-from mogrpo.weight_sync import SyncEndpoint
 from orchestration import checkpoint
-from orchestration.groups import gather
 from orchestration.placement import plan_placement
-from orchestration.steps import keep_informative, save_rollouts, score, start_generation, step_metrics, sync_weights
+from orchestration.steps import (
+    connect_weight_sync,
+    keep_informative,
+    save_rollouts,
+    score,
+    start_generation,
+    step_metrics,
+    sync_weights,
+)
 
 log = logging.getLogger("mogrpo")
 
@@ -73,21 +79,7 @@ def run(cfg: RunConfig) -> Path:
     log.info("actors ready in %.1fs", time.perf_counter() - t0)
     try:
         # 2. weight-sync group: learner rank 0 + every vLLM worker
-        import ray
-
-        addr, port = ray.get(actors.learner.handles[0].sync_rendezvous.remote())
-        endpoint = SyncEndpoint(
-            transport=cfg.weight_sync.transport,
-            master_addr=cfg.weight_sync.master_addr or addr,
-            master_port=cfg.weight_sync.master_port or port,
-            world_size=1 + cfg.rollout.num_workers * cfg.rollout.tensor_parallel_size,
-            timeout_s=cfg.weight_sync.timeout_s,
-            peer_names=["learner"] + [n for n in actors.rollout.names for _ in range(cfg.rollout.tensor_parallel_size)],
-        )
-        inits = {n: h.init_weight_sync.remote(endpoint, int(cfg.weight_sync.bucket_mb * 2**20),
-                                              cfg.weight_sync.verify_checksum, cfg.model.dtype)
-                 for n, h in zip(actors.learner.names, actors.learner.handles)}
-        gather({**inits, **actors.rollout.init_weight_sync(endpoint)}, "weight-sync group set-up")
+        connect_weight_sync(actors.learner, actors.rollout, cfg.weight_sync, wire_dtype=cfg.model.dtype)
 
         # 3. resume
         sampler = PromptSampler(prompts, cfg.seed)
@@ -95,7 +87,7 @@ def run(cfg: RunConfig) -> Path:
         if resume is not None:
             actors.learner.call("load_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), resume.tag)
             sampler.position, version, first_step = resume.prompt_position, resume.policy_version, resume.step + 1
-            sync_weights(actors, version)
+            sync_weights(actors.learner, actors.rollout, version)
             log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
         logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=resume.step if resume else None)
 
@@ -126,7 +118,7 @@ def run(cfg: RunConfig) -> Path:
             t, sync = time.perf_counter(), {}
             if len(train_batch):
                 version += 1
-                sync = sync_weights(actors, version)
+                sync = sync_weights(actors.learner, actors.rollout, version)
             t_sync = time.perf_counter() - t
             if not cfg.async_rollout and step < cfg.steps:
                 pending = start_generation(actors, sampler, cfg, step + 1, version)

@@ -1,8 +1,6 @@
 """After a broadcast the vLLM worker generates with the learner's new weights; before it,
 it does not. Real Ray actors, real DeepSpeed updates, real vLLM, real gloo broadcast."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import ray
@@ -11,11 +9,11 @@ import torch
 from learner.actor import LearnerWorker
 from mogrpo.batch import Prompt, RewardScores, SamplingSettings
 from mogrpo.config.learner import LearnerConfig, LoraConfig, LossConfig
+from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.models import resolve_model
 from mogrpo.runtime import free_port, worker_env
-from mogrpo.weight_sync import SyncEndpoint
 from orchestration.groups import ActorFailedError, LearnerGroup, RolloutGroup, gather
-from orchestration.steps import ensure_current
+from orchestration.steps import connect_weight_sync, ensure_current, sync_weights
 from rollout.worker import RolloutWorker
 
 pytestmark = pytest.mark.slow
@@ -57,11 +55,8 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
         path, cfg, group_size=4, max_new_tokens=16, master_port=free_port())
     worker = ray.remote(RolloutWorker).options(**env).remote(path, dtype="float32", max_model_len=512)
     gather({"learner-0": learner.ready.remote(), "rollout-0": worker.ready.remote()}, "start")
-
-    addr, port = ray.get(learner.sync_rendezvous.remote())
-    endpoint = SyncEndpoint("gloo", addr, port, 2, 30.0, ["learner", "rollout-0"])
-    gather({"learner-0": learner.init_weight_sync.remote(endpoint, 1 << 20, True, "float32"),
-            "rollout-0": worker.init_weight_sync.remote(endpoint, 1)}, "sync set-up")
+    learners, rollouts = LearnerGroup([learner]), RolloutGroup([worker], ["rollout-0"], 1)
+    connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=1, timeout_s=30, verify_checksum=True), "float32")
 
     # One real GRPO step on groups the worker sampled (rewards: longer is better).
     prompt = long_prompt(tokenizer)
@@ -76,8 +71,8 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
     expected = hf_greedy(saved, prompt, GREEDY.max_new_tokens)
     assert before != expected, "the update did not change greedy output; raise the learning rate"
 
-    stats = gather({"learner-0": learner.send_weights.remote(1), "rollout-0": worker.update_weights.remote(1)}, "sync")
-    assert stats["rollout-0"] == 1 and stats["learner-0"]["weight_sync/bytes"] > 0
+    stats = sync_weights(learners, rollouts, 1)
+    assert stats["weight_sync/bytes"] > 0 and rollouts.versions() == {"rollout-0": 1}
     after = ray.get(worker.generate.remote([prompt], GREEDY))
     assert after.column("response_token_ids")[0] == expected
     assert after.column("policy_version") == [1]
@@ -86,9 +81,8 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
     # is behind the learner is re-synced before it generates.
     with pytest.raises(ActorFailedError, match="StaleWeightsError: rollout-0 holds policy version 1, expected 2"):
         gather({"rollout-0": worker.generate.remote([prompt], GREEDY, 0, 2)}, "generate")
-    actors = SimpleNamespace(learner=LearnerGroup([learner]), rollout=RolloutGroup([worker], ["rollout-0"], 1))
-    ensure_current(actors, 2)
-    assert actors.rollout.versions() == {"rollout-0": 2}
+    ensure_current(learners, rollouts, 2)
+    assert rollouts.versions() == {"rollout-0": 2}
 
     # A worker that dies: the learner's send fails within the timeout, naming it.
     ray.kill(worker, no_restart=True)
