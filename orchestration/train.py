@@ -107,6 +107,7 @@ def run(cfg: RunConfig) -> Path:
             t_reward = time.perf_counter() - t
 
             prefetch = cfg.async_rollout and step < cfg.steps
+            resume_position = sampler.position  # prompts of this step, not of the next one
             if prefetch:  # the next groups come from the current policy: one step off-policy
                 pending = start_generation(actors, sampler, cfg, step + 1, version)
             t = time.perf_counter()
@@ -134,7 +135,7 @@ def run(cfg: RunConfig) -> Path:
             if cfg.checkpoint.every and (step % cfg.checkpoint.every == 0) and step < cfg.steps:
                 tag = checkpoint.tag_for(step)
                 actors.learner.call("save_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), tag)
-                checkpoint.commit(run_dir, checkpoint.DriverState(step, version, sampler.position, tag), cfg.checkpoint.keep)
+                checkpoint.commit(run_dir, checkpoint.DriverState(step, version, resume_position, tag), cfg.checkpoint.keep)
         logger.close()
 
         # 5. final policy

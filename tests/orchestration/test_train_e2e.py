@@ -49,6 +49,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     # longer run picks up from there, re-runs step 2 and adds step 3.
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 1 and latest["policy_version"] == 1
+    assert latest["prompt_position"] == 2  # step 1's two prompts, not the prefetched step 2's
     # The resumed run also switches on asynchronous rollouts and DAPO with dynamic sampling.
     cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=3) + [
         "async_rollout=true", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
