@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from mogrpo.atomic import atomic_write_text
 
 DEFAULT_RESULTS = Path("runs/bench/results.json")
 
 
 def merge_results(values: dict[str, float | int | str], path: Path = DEFAULT_RESULTS) -> dict:
     """Update `path` with `values` (keys like `reward/actor_responses_per_s`) and return the whole object."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(values)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(current, indent=2, sort_keys=True))
     return current
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from mogrpo.atomic import write_folder_atomically
 from mogrpo.config.learner import LearnerConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -161,9 +160,7 @@ def save_hf_folder(weights: list[tuple[str, torch.Tensor]], config, source_dir: 
     """Write a loadable Hugging Face folder (safetensors, config, tokenizer) atomically."""
     from safetensors.torch import save_file
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    def fill(tmp: Path) -> None:
         tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in weights}
         if getattr(config, "tie_word_embeddings", False):
             tensors.pop("lm_head.weight", None)
@@ -172,12 +169,5 @@ def save_hf_folder(weights: list[tuple[str, torch.Tensor]], config, source_dir: 
         for name in TOKENIZER_FILES:
             if (Path(source_dir) / name).is_file():
                 shutil.copy2(Path(source_dir) / name, tmp / name)
-        tmp.chmod(0o755)
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return write_folder_atomically(target, fill)

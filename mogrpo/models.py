@@ -13,14 +13,12 @@ Built-ins are materialised under the cache folder (`$MOGRPO_CACHE`, default
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from mogrpo.atomic import file_lock, write_folder_atomically
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -40,31 +38,13 @@ def _package_dir(module: str, pip_name: str) -> Path:
     return Path(spec.origin).parent
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """Serialise builders of one cached folder across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     """Run `build(tmp_dir)` and rename the result to `target`, unless `target` exists."""
     if (target / "config.json").exists():
         return target
-    with _locked(target):
-        if (target / "config.json").exists():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            build(tmp)
-            tmp.chmod(0o755)
-            if target.exists():  # a folder left without config.json is incomplete
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with file_lock(target):
+        if not (target / "config.json").exists():  # a folder without config.json is incomplete
+            write_folder_atomically(target, build)
     return target
 
 

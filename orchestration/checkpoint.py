@@ -10,7 +10,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mogrpo.metrics import atomic_write_text
+from mogrpo.atomic import atomic_write_text
 
 
 @dataclass

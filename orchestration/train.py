@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
-from mogrpo.metrics import MetricsLogger, atomic_write_text, status_line
+from mogrpo.atomic import atomic_write_text
+from mogrpo.metrics import MetricsLogger, status_line
 from mogrpo.models import resolve_model
 from mogrpo.prompts import PromptSampler, load_prompts
 from orchestration import checkpoint

@@ -172,18 +172,13 @@ def print_metrics(metrics: Mapping[str, float], title: str = "held-out metrics (
 
 def update_metrics_file(model_dir: Path, metrics: Mapping[str, float]) -> dict:
     """Merge `metrics` into model_dir/metrics.json, written atomically."""
-    import os
-    import tempfile
-
+    from mogrpo.atomic import atomic_write_text
     from reward_service.model import METRICS_FILE
 
     file = model_dir / METRICS_FILE
     current = json.loads(file.read_text()) if file.exists() else {}
     current.update(metrics)
-    fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".metrics.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(tmp, file)
+    atomic_write_text(file, json.dumps(current, indent=2, sort_keys=True))
     return current
 
 

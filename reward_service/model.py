@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +23,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from mogrpo.atomic import write_folder_atomically
 
 log = logging.getLogger(__name__)
 
@@ -256,26 +255,6 @@ def check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
         for i, x in enumerate(seq):
             if not isinstance(x, str):
                 raise RewardModelError(f"{name} {i} is a {type(x).__name__}, expected str")
-
-
-def write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Run `fill(tmp)` on a temp folder beside `target`, then swap it in with a rename."""
-    target = target.expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
-    try:
-        fill(tmp)
-        tmp.chmod(0o755)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def build_reward_model(encoder_ref: str, spec: ModelSpec, seed: int = 0) -> RewardModel:

@@ -208,8 +208,7 @@ def fit_quick(output: str | Path, data_dir: str | Path | None = None) -> Path:
 
 def ensure_reward_model(path: str | Path, fit_if_missing: bool = True, data_dir: str | Path | None = None) -> Path:
     """Return `path` if it holds a reward model; else fit one there (if allowed) and return it."""
-    import fcntl
-
+    from mogrpo.atomic import file_lock
     from reward_service.model import SPEC_FILE, read_spec
 
     path = Path(path).expanduser()
@@ -223,9 +222,7 @@ def ensure_reward_model(path: str | Path, fit_if_missing: bool = True, data_dir:
         raise FileNotFoundError(
             f"reward model {path} does not exist and reward.fit_if_missing is false: train it with `make reward` "
             f"(python -m reward_service.train --config cluster_configs/reward_default.yaml output={path})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:  # one fitter per folder across processes
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path):  # one fitter per folder across processes
         if not (path / SPEC_FILE).is_file():
             fit_quick(path, data_dir)
     return path
