@@ -38,7 +38,7 @@ class Actors:
 def _where() -> dict:
     from mogrpo.runtime import free_port, node_ip
 
-    return {"ip": node_ip(), "port": free_port(), "gpus": ray.get_gpu_ids()}
+    return {"ip": node_ip(), "port": free_port()}
 
 
 def _options(pg, bundle: int, bundle_resources: dict, omp_threads: int, extra_env: dict | None = None, name: str = ""):
