@@ -9,6 +9,7 @@ module); in multiprocess mode vLLM imports it through `worker_extension_cls`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +50,7 @@ class BucketedWeightEngine(WeightTransferEngine[BucketedInitInfo, BucketedUpdate
         super().__init__(config, vllm_config, device, model)
         self.group: SyncGroup | None = None
         self.receiver: WeightReceiver | None = None
+        self.tied = TiedModules(model)
 
     def init_transfer_engine(self, init_info: BucketedInitInfo) -> None:
         endpoint = SyncEndpoint(
@@ -67,6 +69,7 @@ class BucketedWeightEngine(WeightTransferEngine[BucketedInitInfo, BucketedUpdate
     def start_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
 
+        self.tied.start_update()
         initialize_layerwise_reload(self.model)
 
     def update_weights(self, update_info: dict) -> None:
@@ -79,16 +82,24 @@ class BucketedWeightEngine(WeightTransferEngine[BucketedInitInfo, BucketedUpdate
     def receive_weights(self, update_info: BucketedUpdateInfo) -> None:
         if self.receiver is None:
             raise WeightSyncError("weight sync used before init_weight_transfer_engine")
-        for bucket in self.receiver.receive(update_info.version):
+        self.model.load_weights(self._stream(update_info.version))
+
+    def _stream(self, version: int) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every received tensor, in order, for one streaming `load_weights` call (one walk
+        of vLLM's loader per update instead of one per bucket)."""
+        for bucket in self.receiver.receive(version):
             if self.device.type != bucket[0][1].device.type:
                 bucket = [(name, tensor.to(self.device)) for name, tensor in bucket]
-            self.model.load_weights(bucket)
+            yield from bucket
+            # The loader takes the next tensor only after this one is loaded, so the whole
+            # bucket is in place here (on the first pull of the next bucket or at the end).
+            self.tied.loaded(name for name, _ in bucket)
 
     def finish_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
 
         finalize_layerwise_reload(self.model, self.model_config)
-        refresh_tied_modules(self.model)
+        self.tied.finish_update()
 
     def shutdown(self) -> None:
         if self.group is not None:
@@ -96,21 +107,45 @@ class BucketedWeightEngine(WeightTransferEngine[BucketedInitInfo, BucketedUpdate
         self.group = self.receiver = None
 
 
-def refresh_tied_modules(model: torch.nn.Module) -> None:
-    """Re-run weight post-processing on modules that share a weight with another module.
+class TiedModules:
+    """Modules that share a weight with another module (a tied LM head and embedding).
 
-    With tied embeddings the LM head holds the embedding's Parameter but receives no
-    weights of its own during a reload, so vLLM never re-processes it; on CPU that
-    processing builds a packed GEMM copy, which would keep serving the old head."""
-    sharing: dict[int, list[torch.nn.Module]] = {}
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.nn.Parameter) and hasattr(module, "quant_method"):
-            sharing.setdefault(id(weight), []).append(module)
-    for modules in sharing.values():
-        if len(modules) > 1:
-            for module in modules:
+    During a reload only the module whose name the checkpoint carries receives the weight;
+    vLLM never re-processes the others, and on CPU that processing builds a packed GEMM
+    copy, so a tied LM head would keep serving the old weights. Each follower is
+    re-processed once, as soon as its leader's weight has loaded (while later buckets
+    are still on the wire), or at the end of the update for any not yet refreshed."""
+
+    def __init__(self, model: torch.nn.Module):
+        by_weight: dict[int, list[tuple[str, torch.nn.Module]]] = {}
+        for name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, torch.nn.Parameter) and hasattr(module, "quant_method"):
+                by_weight.setdefault(id(weight), []).append((name, module))
+        self.sets = [members for members in by_weight.values() if len(members) > 1]
+        self.pending: set[int] = set()
+
+    def start_update(self) -> None:
+        self.pending = set(range(len(self.sets)))
+
+    def loaded(self, names) -> None:
+        if not self.pending:
+            return
+        names = set(names)
+        for i in list(self.pending):
+            leaders = {f"{name}.weight" for name, _ in self.sets[i]} & names
+            if leaders:
+                self._refresh(i, skip={leader.removesuffix(".weight") for leader in leaders})
+
+    def finish_update(self) -> None:
+        for i in list(self.pending):
+            self._refresh(i, skip=set())
+
+    def _refresh(self, i: int, skip: set[str]) -> None:
+        for name, module in self.sets[i]:
+            if name not in skip:  # the leader was processed by vLLM's own reload
                 module.quant_method.process_weights_after_loading(module)
+        self.pending.discard(i)
 
 
 class WorkerExtension:
@@ -119,11 +154,20 @@ class WorkerExtension:
 
     def probe_transport(self, nbytes: int) -> int:
         """Receive one raw broadcast of `nbytes` over the sync group (the benchmark's
-        reference for what the wire alone costs)."""
+        reference for what the wire alone costs; the buffer is allocated once)."""
         group = self.weight_transfer_engine.group
-        buffer = torch.empty(nbytes, dtype=torch.uint8, device=group.device)
+        buffer = getattr(self, "_probe_buffer", None)
+        if buffer is None or buffer.numel() != nbytes:
+            buffer = self._probe_buffer = torch.zeros(nbytes, dtype=torch.uint8, device=group.device)
         group.broadcast(buffer).wait()
         return nbytes
+
+    def receive_without_loading(self, version: int) -> int:
+        """Receive every bucket of `version` and drop it: the protocol and the wire
+        without vLLM's load (the benchmark's split of where sync time goes)."""
+        for _ in self.weight_transfer_engine.receiver.receive(version):
+            pass
+        return version
 
 
 def register() -> None:
