@@ -247,12 +247,17 @@ class LearnerWorker:
                 raise RuntimeError("send_weights before init_weight_sync")
             stats = self.sender.send(version, hf_weights(self.engine.module), dtype=self.wire_dtype)
         return {"weight_sync/bytes": stats.bytes, "weight_sync/buckets": stats.buckets,
+                "weight_sync/view_buckets": stats.view_buckets,
                 "weight_sync/seconds": stats.seconds, "weight_sync/wait_seconds": stats.wait_seconds}
 
     def probe_transport(self, nbytes: int) -> int:
-        """Send one raw broadcast of `nbytes` (pairs with RolloutWorker.probe_transport)."""
+        """Send one raw broadcast of `nbytes` (pairs with RolloutWorker.probe_transport).
+        The buffer is allocated once, so that repeated probes time the wire alone."""
         group = self.sender.group
-        group.broadcast(torch.zeros(nbytes, dtype=torch.uint8, device=group.device)).wait()
+        buffer = getattr(self, "_probe_buffer", None)
+        if buffer is None or buffer.numel() != nbytes:
+            buffer = self._probe_buffer = torch.zeros(nbytes, dtype=torch.uint8, device=group.device)
+        group.broadcast(buffer).wait()
         return nbytes
 
     # ------------------------------------------------------------------ saving

@@ -6,7 +6,10 @@ One update of policy version v:
    publishes it in the rendezvous store once; later updates name it by fingerprint;
 2. every receiver announces `ready/v/<rank>`; the sender waits for all of them and, past
    the timeout, fails naming the peers that did not answer (instead of hanging);
-3. one broadcast per bucket; the sender packs bucket i+1 while bucket i is on the wire;
+3. one broadcast per bucket, a few in flight at once; where consecutive parameters already
+   lie side by side in one storage of the wire dtype (DeepSpeed's flat ZeRO buffers), the
+   bucket is a view of that storage and is sent without copying; otherwise the sender
+   packs the next bucket while earlier ones are on the wire;
 4. receivers unpack each bucket into (name, tensor) views and hand them to the engine;
 5. optionally (`verify_checksum`) both ends hash every bucket and the sender compares.
 
@@ -18,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -26,6 +30,10 @@ import torch
 import torch.distributed as dist
 
 ALIGN = 64  # bytes; every tensor starts at an offset that any dtype view accepts
+IN_FLIGHT = 2  # buckets on the wire at once, so the wire never waits for packing or loading
+MAX_GAP = 4096  # bytes of padding between neighbours that a storage-view bucket may carry along
+
+Placement = tuple[int, int]  # (storage key, byte offset) of a tensor already in wire dtype
 
 
 class WeightSyncError(RuntimeError):
@@ -43,10 +51,13 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class WeightLayout:
-    """Which tensor lies where in which bucket. Equal layouts have equal fingerprints."""
+    """Which tensor lies where in which bucket. Equal layouts have equal fingerprints.
+    `sources` is the sender's own note of buckets that are views of a storage (key, start
+    byte); it never goes on the wire."""
 
     buckets: tuple[tuple[TensorSpec, ...], ...]
     bucket_nbytes: tuple[int, ...]
+    sources: tuple[Placement | None, ...] = field(default=(), compare=False)
 
     @property
     def total_bytes(self) -> int:
@@ -70,28 +81,71 @@ class WeightLayout:
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
 
 
-def plan_layout(params: Iterable[tuple[str, torch.dtype, Sequence[int]]], bucket_bytes: int) -> WeightLayout:
-    """Pack parameters, in order, into buckets of at most `bucket_bytes` (a larger
-    tensor gets a bucket of its own)."""
-    buckets: list[list[TensorSpec]] = [[]]
-    sizes: list[int] = [0]
-    for name, dtype, shape in params:
+def plan_layout(
+    params: Sequence[tuple[str, torch.dtype, Sequence[int]]],
+    bucket_bytes: int,
+    placements: Sequence[Placement | None] | None = None,
+) -> WeightLayout:
+    """Put parameters, in order, into buckets of at most `bucket_bytes` (a larger tensor
+    gets a bucket of its own). A run of tensors with `placements` in one storage, each
+    starting at most MAX_GAP bytes after the previous one ends, becomes a bucket that is a
+    view of the storage (offsets follow the storage); the others are packed at aligned
+    offsets."""
+    placements = placements or [None] * len(params)
+    buckets: list[list[TensorSpec]] = []
+    sizes: list[int] = []
+    sources: list[Placement | None] = []
+    for (name, dtype, shape), place in zip(params, placements, strict=True):
         nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-        offset = -(-sizes[-1] // ALIGN) * ALIGN
-        if buckets[-1] and offset + nbytes > bucket_bytes:
+        source = sources[-1] if buckets else None
+        if place is None:
+            offset = -(-sizes[-1] // ALIGN) * ALIGN if buckets else 0
+            fits = buckets and source is None and offset + nbytes <= bucket_bytes
+            new_source = None
+        else:
+            key, at = place
+            offset = at - source[1] if source is not None else -1
+            fits = (buckets and source is not None and source[0] == key
+                    and 0 <= offset - sizes[-1] <= MAX_GAP and offset + nbytes <= bucket_bytes)
+            new_source = (key, at // ALIGN * ALIGN)  # keeps the storage's own alignment
+        if not fits:
             buckets.append([])
             sizes.append(0)
-            offset = 0
+            sources.append(new_source)
+            offset = 0 if new_source is None else place[1] - new_source[1]
         buckets[-1].append(TensorSpec(name, str(dtype).removeprefix("torch."), tuple(shape), offset, nbytes))
         sizes[-1] = offset + nbytes
-    if not buckets[-1]:
+    if not buckets:
         raise WeightSyncError("no parameters to send")
-    return WeightLayout(tuple(tuple(b) for b in buckets), tuple(sizes))
+    return WeightLayout(tuple(tuple(b) for b in buckets), tuple(sizes), tuple(sources))
 
 
-def pack_bucket(specs: Sequence[TensorSpec], nbytes: int, tensors: Sequence[torch.Tensor], device) -> torch.Tensor:
-    """Copy `tensors` (matching `specs`) into one contiguous uint8 buffer."""
-    buffer = torch.empty(nbytes, dtype=torch.uint8, device=device)
+def storage_placements(tensors: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype], device: torch.device
+                       ) -> tuple[list[Placement | None], dict[int, torch.Tensor]]:
+    """Where each tensor already lies, in its wire dtype on the wire's device, inside a
+    storage it shares with other tensors; and a flat uint8 view of each such storage."""
+    keys = [
+        t.untyped_storage().data_ptr() if t.dtype == d and t.device == device and t.is_contiguous() and t.numel() else None
+        for t, d in zip(tensors, dtypes, strict=True)
+    ]
+    counts = Counter(keys)
+    shared = {k for k, n in counts.items() if k is not None and n > 1}
+    placements: list[Placement | None] = []
+    storages: dict[int, torch.Tensor] = {}
+    for t, key in zip(tensors, keys):
+        if key in shared:
+            placements.append((key, t.storage_offset() * t.element_size()))
+            if key not in storages:
+                storages[key] = torch.empty(0, dtype=torch.uint8, device=device).set_(t.untyped_storage())
+        else:
+            placements.append(None)
+    return placements, storages
+
+
+def pack_bucket(specs: Sequence[TensorSpec], nbytes: int, tensors: Sequence[torch.Tensor], device,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Copy `tensors` (matching `specs`) into one contiguous uint8 buffer (`out` if given)."""
+    buffer = torch.empty(nbytes, dtype=torch.uint8, device=device) if out is None else out[:nbytes]
     for spec, tensor in zip(specs, tensors, strict=True):
         if tuple(tensor.shape) != spec.shape:
             raise WeightSyncError(f"{spec.name}: shape {tuple(tensor.shape)} differs from the layout's {spec.shape}")
@@ -198,6 +252,7 @@ class SendStats:
     buckets: int
     seconds: float
     wait_seconds: float  # waiting for receivers to be ready
+    view_buckets: int = 0  # buckets sent straight from a storage, without packing
 
 
 class WeightSender:
@@ -207,21 +262,35 @@ class WeightSender:
         self.group = group
         self.bucket_bytes = int(bucket_bytes)
         self.verify_checksum = verify_checksum
-        self._layout: WeightLayout | None = None
+        self._layout: tuple[tuple, WeightLayout] | None = None
+        self._pack_buffers: list[torch.Tensor | None] = [None] * (IN_FLIGHT + 1)
         self._published: set[str] = set()
 
-    def layout_for(self, named: Sequence[tuple[str, torch.Tensor]], dtype: torch.dtype | None) -> WeightLayout:
-        params = [(n, dtype or t.dtype, tuple(t.shape)) for n, t in named]
-        layout = self._layout
-        if layout is None or [(s.name, s.shape) for b in layout.buckets for s in b] != [(n, s) for n, _, s in params]:
-            layout = self._layout = plan_layout(params, self.bucket_bytes)
-        return layout
+    def layout_for(self, params: list[tuple[str, torch.dtype, tuple[int, ...]]],
+                   placements: list[Placement | None]) -> WeightLayout:
+        """The cached layout while names, shapes and storage placements stay the same."""
+        key = (params, placements)
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, plan_layout(params, self.bucket_bytes, placements))
+        return self._layout[1]
+
+    def _pack_slot(self, i: int, layout: WeightLayout) -> torch.Tensor:
+        """One of IN_FLIGHT + 1 reused packing buffers, big enough for any packed bucket."""
+        need = max(n for n, src in zip(layout.bucket_nbytes, layout.sources) if src is None)
+        slot = i % (IN_FLIGHT + 1)
+        buffer = self._pack_buffers[slot]
+        if buffer is None or buffer.numel() < need:
+            buffer = self._pack_buffers[slot] = torch.empty(need, dtype=torch.uint8, device=self.group.device)
+        return buffer
 
     def send(self, version: int, named: Sequence[tuple[str, torch.Tensor]], dtype: torch.dtype | None = None) -> SendStats:
         """Send all `named` tensors as policy `version` (cast to `dtype` on the wire if given)."""
         t0 = time.perf_counter()
         group, store = self.group, self.group.store
-        layout = self.layout_for(named, dtype)
+        tensors = [t.detach() for _, t in named]
+        params = [(n, dtype or t.dtype, tuple(t.shape)) for (n, _), t in zip(named, tensors)]
+        placements, storages = storage_placements(tensors, [d for _, d, _ in params], group.device)
+        layout = self.layout_for(params, placements)
         fp = layout.fingerprint
         if fp not in self._published:
             store.set(f"layout/{fp}", layout.to_json())
@@ -231,16 +300,20 @@ class WeightSender:
         group.wait_for_keys({r: f"ready/{version}/{r}" for r in receivers}, f"get ready for version {version}")
         t_ready = time.perf_counter()
 
-        tensors = iter(t for _, t in named)
+        remaining = iter(tensors)
         in_flight: list[tuple[dist.Work, torch.Tensor]] = []
         digests = []
         try:
-            for specs, nbytes in zip(layout.buckets, layout.bucket_nbytes):
-                buffer = pack_bucket(specs, nbytes, [next(tensors) for _ in specs], group.device)
+            for i, (specs, nbytes, source) in enumerate(zip(layout.buckets, layout.bucket_nbytes, layout.sources)):
+                members = [next(remaining) for _ in specs]
+                if source is not None:  # already contiguous in one storage: send it as it lies
+                    buffer = storages[source[0]][source[1] : source[1] + nbytes]
+                else:  # slot i was last used by bucket i - (IN_FLIGHT + 1), whose send is done
+                    buffer = pack_bucket(specs, nbytes, members, group.device, self._pack_slot(i, layout))
                 if self.verify_checksum:
                     digests.append(bucket_digest(buffer))
                 in_flight.append((group.broadcast(buffer), buffer))
-                if len(in_flight) > 1:  # double buffering: pack i+1 while i is on the wire
+                if len(in_flight) > IN_FLIGHT:  # pack the next bucket while earlier ones are on the wire
                     in_flight.pop(0)[0].wait()
             for work, _ in in_flight:
                 work.wait()
@@ -258,19 +331,26 @@ class WeightSender:
                 bad = [i for i, (a, b) in enumerate(zip(digests, theirs)) if a != b]
                 if bad or len(theirs) != len(digests):
                     raise WeightSyncError(f"weight sync v{version}: {group.name(r)} holds different bytes in buckets {bad}")
-        return SendStats(version, layout.total_bytes, len(layout.buckets), time.perf_counter() - t0, t_ready - t0)
+        return SendStats(version, layout.total_bytes, len(layout.buckets), time.perf_counter() - t0, t_ready - t0,
+                         sum(source is not None for source in layout.sources))
 
 
 class WeightReceiver:
     """Ranks 1..N: receive the buckets of one version and yield them unpacked."""
 
-    def __init__(self, group: SyncGroup):
+    def __init__(self, group: SyncGroup, keep_buffers: bool | None = None):
         self.group = group
         self._layouts: dict[str, WeightLayout] = {}
+        # On CPU a fresh buffer per bucket costs page faults on every update; keeping one
+        # per bucket costs a copy of the weights in memory. On GPU the caching allocator
+        # already reuses memory, and device memory is dear.
+        self.keep_buffers = group.device.type == "cpu" if keep_buffers is None else keep_buffers
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
 
     def receive(self, version: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
         """Yield one list of (name, tensor) per bucket. Each bucket has its own buffer, so
-        the engine may keep views of earlier buckets until the update is finished."""
+        the engine may keep views of earlier buckets until the update is finished (but
+        not after: with `keep_buffers` the next update receives into the same buffers)."""
         group, store, rank = self.group, self.group.store, self.group.rank
         store.set(f"ready/{version}/{rank}", "1")
         try:
@@ -284,20 +364,28 @@ class WeightReceiver:
             self._layouts[fp] = WeightLayout.from_json(store.get(f"layout/{fp}").decode())
         layout = self._layouts[fp]
 
+        if self.keep_buffers and any(key[0] != fp for key in self._buffers):
+            self._buffers = {}  # a new layout: drop the old one's buffers
+
         def post(i: int) -> tuple[dist.Work, torch.Tensor]:
-            buffer = torch.empty(layout.bucket_nbytes[i], dtype=torch.uint8, device=group.device)
+            buffer = self._buffers.get((fp, i))
+            if buffer is None:
+                buffer = torch.empty(layout.bucket_nbytes[i], dtype=torch.uint8, device=group.device)
+                if self.keep_buffers:  # safe to reuse: the engine lets go of an update's views when it ends
+                    self._buffers[(fp, i)] = buffer
             return group.broadcast(buffer), buffer
 
         digests = []
-        pending = post(0)
+        count = len(layout.buckets)
+        pending = [post(i) for i in range(min(IN_FLIGHT, count))]
         for i, specs in enumerate(layout.buckets):
-            work, buffer = pending
+            work, buffer = pending.pop(0)
             try:
                 work.wait()
             except Exception as err:
                 raise WeightSyncError(f"{group.name(rank)}: receiving version {version} failed: {err}") from err
-            if i + 1 < len(layout.buckets):  # receive bucket i+1 while the engine loads bucket i
-                pending = post(i + 1)
+            if i + IN_FLIGHT < count:  # later buckets arrive while the engine loads this one
+                pending.append(post(i + IN_FLIGHT))
             if header["verify"]:
                 digests.append(bucket_digest(buffer))
             yield unpack_bucket(specs, buffer)

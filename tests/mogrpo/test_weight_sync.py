@@ -15,6 +15,7 @@ from mogrpo.weight_sync import (
     WeightSyncError,
     pack_bucket,
     plan_layout,
+    storage_placements,
     unpack_bucket,
 )
 
@@ -42,6 +43,36 @@ def test_pack_unpack_roundtrip_with_wire_dtype():
     for (name, original), (name2, got) in zip(named, unpack_bucket(layout.buckets[0], buffer)):
         assert name == name2 and got.dtype == torch.bfloat16
         assert torch.equal(got, original.to(torch.bfloat16))
+
+
+def flat_views(sizes, dtype=torch.bfloat16, gap=0):
+    """Tensors lying side by side (with `gap` elements between) in one storage, as
+    DeepSpeed's flat ZeRO buffers hold parameters."""
+    flat = torch.arange(sum(sizes) + gap * len(sizes), dtype=torch.float32).to(dtype)
+    views, at = [], 0
+    for i, n in enumerate(sizes):
+        views.append((f"p{i}", flat[at : at + n].view(n // 4, 4)))
+        at += n + gap
+    return flat, views
+
+
+def test_tensors_in_one_storage_become_view_buckets():
+    flat, views = flat_views([400, 800, 1200], gap=4)  # bf16: 800, 1600, 2400 bytes, 8 B gaps
+    loose = ("loose", torch.ones(3, dtype=torch.bfloat16))
+    named = [*views[:2], loose, views[2]]
+    placements, _ = storage_placements([t for _, t in named], [torch.bfloat16] * 4, torch.device("cpu"))
+    assert placements[2] is None and placements[0] == (flat.untyped_storage().data_ptr(), 0)
+    layout = plan_layout([(n, t.dtype, t.shape) for n, t in named], 1 << 20, placements)
+    # p0, p1 share a view bucket at their storage offsets; the loose tensor is packed; p2 starts a new view
+    assert [[s.name for s in b] for b in layout.buckets] == [["p0", "p1"], ["loose"], ["p2"]]
+    assert [s.offset for s in layout.buckets[0]] == [0, 808]
+    assert layout.sources[0] == (placements[0][0], 0) and layout.sources[1] is None
+    # p2 lies at byte 2416: the view starts at the 64-byte boundary below it
+    assert layout.sources[2] == (placements[0][0], 2368) and layout.buckets[2][0].offset == 48
+    # A bucket limit splits a run; a wire dtype other than the storage's means packing.
+    assert len(plan_layout([(n, t.dtype, t.shape) for n, t in views], 2500, placements[:2] + placements[3:]).buckets) == 2
+    assert storage_placements([t for _, t in views], [torch.float32] * 3, torch.device("cpu"))[0] == [None] * 3
+    assert WeightLayout.from_json(layout.to_json()) == layout
 
 
 def run_group(world, timeout_s=10.0, receivers=None, bucket_bytes=50_000, verify=True):
@@ -80,6 +111,43 @@ def test_two_receivers_get_identical_weights_and_layout_is_cached():
             got = dict(received[(rank, version)])
             for name, tensor in named:
                 assert torch.equal(got[name], tensor * scale)
+
+
+def test_view_buckets_arrive_intact_and_follow_the_storage():
+    sender, threads, received, errors = run_group(2, bucket_bytes=3000)
+    flat, views = flat_views([400, 800, 1200, 40], gap=8)
+    named = [*views, ("loose", torch.full((5,), 7.0))]
+    expected = {1: {n: t.clone() for n, t in named}}
+    stats1 = sender.send(1, named)
+    flat.mul_(2)  # an optimizer step in place: same storage, same layout
+    expected[2] = {n: t.clone() for n, t in named}
+    stats2 = sender.send(2, named)
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert stats1.view_buckets == stats2.view_buckets == 2 and stats1.buckets == 3
+    assert len(sender._published) == 1
+    for version in (1, 2):
+        got = dict(received[(1, version)])
+        assert got.keys() == expected[version].keys()
+        for name, tensor in expected[version].items():
+            assert torch.equal(got[name], tensor), (version, name)
+    assert not torch.equal(expected[1]["p1"], expected[2]["p1"])
+
+
+def test_reused_packing_and_receive_buffers_keep_versions_apart():
+    # 12 packed buckets: more than the sender's IN_FLIGHT + 1 packing slots.
+    sender, threads, received, errors = run_group(2, bucket_bytes=1000, verify=False)
+    g = torch.Generator().manual_seed(1)
+    named = [(f"w{i}", torch.randn(200, generator=g)) for i in range(12)]
+    stats = sender.send(1, named)
+    sender.send(2, [(n, -t) for n, t in named])
+    for t in threads:
+        t.join(30)
+    assert not errors and stats.buckets == 12 and stats.view_buckets == 0
+    for version, sign in ((1, 1), (2, -1)):
+        got = dict(received[(1, version)])
+        assert all(torch.equal(got[n], sign * t) for n, t in named)
 
 
 def test_receiver_that_never_joins_is_named():
