@@ -1,13 +1,19 @@
 """Weight sync, measured in one run with SmolLM2 and real Ray actors on both ends:
 
-- `weight_sync/bucketed_s`: our sync (packed buckets, one collective each, vLLM in-place load);
+- `weight_sync/bucketed_s`: our sync end to end (buckets, one collective each, vLLM's in-place
+  load included), from a ZeRO-2 learner as in cpu_smoke.yaml (buckets are views of
+  DeepSpeed's flat buffer);
+- `weight_sync/transfer_s`: the same protocol with the worker dropping the buckets instead of
+  loading them: what our sync costs over the wire alone;
 - `weight_sync/per_param_s`: one parameter at a time with a blocking call per parameter,
   as OpenRLHF broadcasts (same transport, same in-place load);
-- `weight_sync/raw_broadcast_s`: one raw broadcast of a flat buffer of the same size;
+- `weight_sync/raw_broadcast_s`: one raw broadcast of a flat buffer of the same size, into a
+  buffer allocated once (so it times the wire, not page faults);
 - `learner/tokens_per_s`: one GRPO train step on groups the worker sampled.
 
-Ratios (`weight_sync/per_param_over_bucketed`, `weight_sync/bucketed_over_raw`) compare
-numbers taken minutes apart on the same machine; absolute seconds vary with load.
+Ratios (`weight_sync/per_param_over_bucketed`, `weight_sync/bucketed_over_raw`,
+`weight_sync/transfer_over_raw`) compare medians of interleaved repeats in one run;
+absolute seconds vary with load.
 
     .venv/bin/python -m benchmarks.weight_sync      (also part of `make bench`)
 """
@@ -24,9 +30,9 @@ from benchmarks.results import merge_results, print_table
 from learner.actor import LearnerWorker
 from mogrpo.batch import Prompt, RewardScores, SamplingSettings
 from mogrpo.config.learner import LearnerConfig
+from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.models import resolve_model
 from mogrpo.runtime import free_port, worker_env
-from mogrpo.config.sections import WeightSyncConfig
 from orchestration.groups import LearnerGroup, RolloutGroup, gather
 from orchestration.steps import connect_weight_sync, sync_weights
 from rollout.worker import RolloutWorker
@@ -52,6 +58,9 @@ class PerParamRollout(RolloutWorker):
     def receive_one(self, version: int) -> None:
         self.llm.update_weights({"update_info": {"version": version}})
 
+    def drain(self, version: int) -> int:
+        return self.llm.collective_rpc("receive_without_loading", args=(version,))[0]
+
     def end(self, version: int) -> int:
         self.llm.finish_weight_update(weight_version=str(version))
         self.llm.reset_prefix_cache()
@@ -59,21 +68,22 @@ class PerParamRollout(RolloutWorker):
         return version
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
+def timed(fns, repeats: int) -> list[float]:
+    """Median seconds of each of `fns`, run interleaved so that all see the same
+    background load; the median drops the spikes of a noisy machine."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
-def run(repeats: int = 5, bucket_mb: float = 16) -> dict:
+def run(repeats: int = 11, bucket_mb: float = 16) -> dict:
     path = str(resolve_model("smollm2-135m-instruct"))
-    # One intra-op thread per actor: both ends share a small CPU, and spinning OpenMP
-    # threads of one would starve the other and the transport.
-    env = {"num_cpus": 1, "runtime_env": {"env_vars": worker_env(1)}}
-    cfg = LearnerConfig(dtype="bfloat16", zero_stage=0, lr=1e-6)
+    env = {"num_cpus": 1, "runtime_env": {"env_vars": worker_env(2)}}  # threads as in cpu_smoke.yaml
+    cfg = LearnerConfig(dtype="bfloat16", zero_stage=2, lr=1e-6)  # as cluster_configs/cpu_smoke.yaml
     learner = ray.remote(PerParamLearner).options(**env).remote(
         path, cfg, group_size=4, max_new_tokens=64, master_port=free_port())
     worker = ray.remote(PerParamRollout).options(**env).remote(path, dtype="bfloat16", max_model_len=512)
@@ -87,13 +97,17 @@ def run(repeats: int = 5, bucket_mb: float = 16) -> dict:
 
     stats = bucketed()  # warm-up: the layout is planned and published once
     nbytes = stats["weight_sync/bytes"]
-    bucketed_s = timed(bucketed, repeats)
 
     def raw():
         gather({"learner": learner.probe_transport.remote(nbytes), "rollout": worker.probe_transport.remote(nbytes)}, "raw")
 
+    def transfer():
+        v = next(version)
+        gather({"learner": learner.send_weights.remote(v), "rollout": worker.drain.remote(v)}, "transfer")
+
     raw()
-    raw_s = timed(raw, repeats)
+    transfer()
+    bucketed_s, transfer_s, raw_s = timed([bucketed, transfer, raw], repeats)
 
     n_params = len(ray.get(learner.parameter_names.remote()))
 
@@ -104,7 +118,7 @@ def run(repeats: int = 5, bucket_mb: float = 16) -> dict:
             ray.get([learner.send_one.remote(v, index), worker.receive_one.remote(v)])
         ray.get(worker.end.remote(v))
 
-    per_param_s = timed(per_param, 3)
+    (per_param_s,) = timed([per_param], 3)
 
     # One GRPO train step on real sampled groups (8 prompts x 4 responses x <= 64 tokens).
     from transformers import AutoTokenizer
@@ -126,11 +140,15 @@ def run(repeats: int = 5, bucket_mb: float = 16) -> dict:
         "weight_sync/bytes": int(nbytes),
         "weight_sync/parameters": n_params,
         "weight_sync/bucket_mb": bucket_mb,
+        "weight_sync/view_buckets": stats["weight_sync/view_buckets"],
+        "weight_sync/buckets": stats["weight_sync/buckets"],
         "weight_sync/bucketed_s": bucketed_s,
+        "weight_sync/transfer_s": transfer_s,
         "weight_sync/per_param_s": per_param_s,
         "weight_sync/raw_broadcast_s": raw_s,
         "weight_sync/per_param_over_bucketed": per_param_s / bucketed_s,
         "weight_sync/bucketed_over_raw": bucketed_s / raw_s,
+        "weight_sync/transfer_over_raw": transfer_s / raw_s,
         "weight_sync/bucketed_gb_per_s": nbytes / bucketed_s / 1e9,
         "learner/tokens_per_s": train["learner/tokens_per_s"],
     }
