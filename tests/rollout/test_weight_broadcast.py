@@ -40,8 +40,8 @@ def hf_greedy(path, prompt: Prompt, n: int) -> list[int]:
 
 @pytest.mark.parametrize(
     "zero_stage, lora",
-    [(2, False), (3, True)],
-    ids=["zero2-full", "zero3-lora"],
+    [(2, False), (3, False), (3, True)],
+    ids=["zero2-full", "zero3-full", "zero3-lora"],
 )
 def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, zero_stage, lora):
     from transformers import AutoTokenizer
@@ -73,6 +73,8 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
 
     stats = sync_weights(learners, rollouts, 1)
     assert stats["weight_sync/bytes"] > 0 and rollouts.versions() == {"rollout-0": 1}
+    # Full training: buckets are slices of DeepSpeed's flat buffer; LoRA merges fresh tensors.
+    assert (stats["weight_sync/view_buckets"] > 0) == (not lora)
     after = ray.get(worker.generate.remote([prompt], GREEDY))
     assert after.column("response_token_ids")[0] == expected
     assert after.column("policy_version") == [1]
