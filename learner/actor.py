@@ -251,13 +251,8 @@ class LearnerWorker:
                 "weight_sync/seconds": stats.seconds, "weight_sync/wait_seconds": stats.wait_seconds}
 
     def probe_transport(self, nbytes: int) -> int:
-        """Send one raw broadcast of `nbytes` (pairs with RolloutWorker.probe_transport).
-        The buffer is allocated once, so that repeated probes time the wire alone."""
-        group = self.sender.group
-        buffer = getattr(self, "_probe_buffer", None)
-        if buffer is None or buffer.numel() != nbytes:
-            buffer = self._probe_buffer = torch.zeros(nbytes, dtype=torch.uint8, device=group.device)
-        group.broadcast(buffer).wait()
+        """Send one raw broadcast of `nbytes` (pairs with RolloutWorker.probe_transport)."""
+        self.sender.group.probe(nbytes)
         return nbytes
 
     # ------------------------------------------------------------------ saving

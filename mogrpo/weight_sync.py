@@ -207,6 +207,7 @@ class SyncGroup:
             ) from err
         self.store = dist.PrefixStore(endpoint.group_name + "/", tcp)
         self._tcp = tcp  # the master store must outlive the group
+        self._probe: torch.Tensor | None = None
         # Meet in the store first, so a missing member is named instead of timing out anonymously.
         self.store.set(f"joined/{rank}", "1")
         self.wait_for_keys({r: f"joined/{r}" for r in range(endpoint.world_size)}, "join the sync group")
@@ -228,6 +229,13 @@ class SyncGroup:
         opts.timeout = self.timeout
         return self.pg.broadcast([tensor], opts)
 
+    def probe(self, nbytes: int) -> None:
+        """One raw broadcast of `nbytes` (every member calls it) into a buffer kept across
+        calls: what the wire alone costs, without packing, loading or page faults."""
+        if self._probe is None or self._probe.numel() != nbytes:
+            self._probe = torch.zeros(nbytes, dtype=torch.uint8, device=self.device)
+        self.broadcast(self._probe).wait()
+
     def wait_for_keys(self, keys: dict[int, str], what: str) -> None:
         """Wait until every rank's key exists; past the timeout name the silent ranks."""
         try:
@@ -241,6 +249,7 @@ class SyncGroup:
 
     def close(self) -> None:
         self.pg = None
+        self._probe = None
         self.store = None
         self._tcp = None
 

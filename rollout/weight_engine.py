@@ -154,12 +154,8 @@ class WorkerExtension:
 
     def probe_transport(self, nbytes: int) -> int:
         """Receive one raw broadcast of `nbytes` over the sync group (the benchmark's
-        reference for what the wire alone costs; the buffer is allocated once)."""
-        group = self.weight_transfer_engine.group
-        buffer = getattr(self, "_probe_buffer", None)
-        if buffer is None or buffer.numel() != nbytes:
-            buffer = self._probe_buffer = torch.zeros(nbytes, dtype=torch.uint8, device=group.device)
-        group.broadcast(buffer).wait()
+        reference for what the wire alone costs)."""
+        self.weight_transfer_engine.group.probe(nbytes)
         return nbytes
 
     def receive_without_loading(self, version: int) -> int:
