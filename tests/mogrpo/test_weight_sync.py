@@ -6,17 +6,19 @@ import pytest
 import torch
 
 from mogrpo.runtime import free_port
-from mogrpo.weight_sync import (
-    SyncEndpoint,
-    SyncGroup,
+from mogrpo.weight_layout import (
     WeightLayout,
-    WeightReceiver,
-    WeightSender,
-    WeightSyncError,
     pack_bucket,
     plan_layout,
     storage_placements,
     unpack_bucket,
+)
+from mogrpo.weight_sync import (
+    SyncEndpoint,
+    SyncGroup,
+    WeightReceiver,
+    WeightSender,
+    WeightSyncError,
 )
 
 
