@@ -3,7 +3,8 @@ workers (ranks 1..N, the receivers), over one process group (gloo or NCCL).
 
 One update of policy version v:
 1. the sender plans a layout (mogrpo/weight_layout.py: parameters in buckets of at most
-   `bucket_bytes`) and publishes it in the rendezvous store once; later updates name it by fingerprint;
+   `bucket_bytes`) and publishes it in the rendezvous store once; later updates name it
+   by fingerprint;
 2. every receiver announces `ready/v/<rank>`; the sender waits for all of them and, past
    the timeout, fails naming the peers that did not answer (instead of hanging);
 3. one broadcast per bucket, a few in flight at once; where consecutive parameters already
