@@ -14,6 +14,7 @@ import torch
 from learner.advantages import group_advantages, overlong_penalty
 from learner.batching import TrainTensors, micro_batches, mini_batches, to_response_coords, to_tensors
 from learner.engine import (
+    adapter_weights,
     build_engine,
     full_parameters,
     hf_weights,
@@ -238,14 +239,17 @@ class LearnerWorker:
             self.sender = WeightSender(SyncGroup(endpoint, rank=0), bucket_bytes, verify_checksum)
 
     def send_weights(self, version: int) -> dict:
-        """Send the current policy as `version`. Called on every rank (ZeRO-3 gathers are
-        collective); rank 0 sends once all parameters are gathered."""
+        """Send the current policy as `version` (whole weights, or only the LoRA adapters
+        with `lora.sync: adapter`). Called on every rank (ZeRO-3 gathers are collective);
+        rank 0 sends once all parameters are gathered."""
         with full_parameters(self.engine.module, self.cfg.zero_stage), single_thread():
             if self.rank != 0:
                 return {}
             if self.sender is None:
                 raise RuntimeError("send_weights before init_weight_sync")
-            stats = self.sender.send(version, hf_weights(self.engine.module), dtype=self.wire_dtype)
+            module = self.engine.module
+            weights = adapter_weights(module) if self.cfg.lora.syncs_adapters else hf_weights(module)
+            stats = self.sender.send(version, weights, dtype=self.wire_dtype)
         return {"weight_sync/bytes": stats.bytes, "weight_sync/buckets": stats.buckets,
                 "weight_sync/view_buckets": stats.view_buckets,
                 "weight_sync/seconds": stats.seconds, "weight_sync/wait_seconds": stats.wait_seconds}

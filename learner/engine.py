@@ -69,14 +69,7 @@ def load_policy(model_path: str, cfg: LearnerConfig, trust_remote_code: bool):
         from peft import LoraConfig as PeftLoraConfig
         from peft import get_peft_model
 
-        peft_config = PeftLoraConfig(
-            r=cfg.lora.rank,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=cfg.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, peft_config)
+        model = get_peft_model(model, PeftLoraConfig(**cfg.lora.peft_kwargs()))
     return model
 
 
@@ -154,6 +147,14 @@ def hf_weights(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
         name = name.replace(".base_layer.", ".")
         out.append((name, merged.get(name, p.detach())))
     return out
+
+
+def adapter_weights(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The LoRA adapters alone, named as in a saved peft adapter (`...q_proj.lora_A.weight`).
+    Call inside `full_parameters`."""
+    from peft import get_peft_model_state_dict
+
+    return [(name, t.detach()) for name, t in get_peft_model_state_dict(module).items()]
 
 
 def save_hf_folder(weights: list[tuple[str, torch.Tensor]], config, source_dir: str, target: Path) -> Path:

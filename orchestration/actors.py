@@ -90,6 +90,7 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
     ]
     rollout_names = [f"rollout-{i}" for i in range(cfg.rollout.num_workers)]
     vllm_env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.cpu_kv_cache_gib)}
+    lora_adapter = cfg.learner.lora.peft_kwargs() if cfg.learner.lora.syncs_adapters else None
     workers = [
         ray.remote(RolloutWorker).options(**_options(pg, b, placement.bundles[b], cfg.rollout.omp_threads, vllm_env)).remote(
             str(policy_path),
@@ -102,6 +103,7 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
             enforce_eager=cfg.rollout.enforce_eager,
             enable_prefix_caching=cfg.rollout.enable_prefix_caching,
             trust_remote_code=cfg.model.trust_remote_code,
+            lora_adapter=lora_adapter,
         )
         for i, (name, b) in enumerate(zip(rollout_names, placement.rollout))
     ]

@@ -9,13 +9,16 @@ module); in multiprocess mode vLLM imports it through `worker_extension_cls`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from vllm.distributed.weight_transfer import WeightTransferEngine, WeightTransferEngineFactory
 from vllm.distributed.weight_transfer.base import WeightTransferInitInfo, WeightTransferUpdateInfo
 
+from mogrpo.atomic import write_folder_atomically
 from mogrpo.weight_sync import SyncEndpoint, SyncGroup, WeightReceiver, WeightSyncError
 
 BACKEND = "mogrpo"
@@ -164,6 +167,29 @@ class WorkerExtension:
         for _ in self.weight_transfer_engine.receiver.receive(version):
             pass
         return version
+
+
+    def receive_adapter(self, version: int, directory: str, peft_kwargs: dict) -> str:
+        """Receive LoRA adapters as `version` and write them as a peft adapter folder
+        (safetensors + adapter_config.json), which vLLM's LoRA manager loads."""
+        engine = self.weight_transfer_engine
+        tensors = {}
+        for bucket in engine.receiver.receive(version):
+            tensors.update((name, tensor.to("cpu", copy=True)) for name, tensor in bucket)
+        if engine.parallel_config.rank == 0:  # tensor-parallel ranks share the folder
+            write_adapter(Path(directory), tensors, peft_kwargs)
+        return directory
+
+
+def write_adapter(directory: Path, tensors: dict[str, torch.Tensor], peft_kwargs: dict) -> Path:
+    """A peft adapter folder, written atomically."""
+    from safetensors.torch import save_file
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", **peft_kwargs}))
+
+    return write_folder_atomically(directory, fill)
 
 
 def register() -> None:

@@ -6,7 +6,10 @@ update: a version's weights are complete before the next `generate` starts."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.weight_sync import SyncEndpoint
@@ -16,8 +19,21 @@ class StaleWeightsError(RuntimeError):
     """A worker was asked to generate with a policy version it does not hold."""
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank values
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds adapters of `rank`."""
+    fits = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not fits:
+        raise ValueError(f"learner.lora.rank: {rank} is above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}")
+    return fits[0]
+
+
 class RolloutWorker:
-    """One vLLM engine. `name` appears in logs and in weight-sync errors."""
+    """One vLLM engine. `name` appears in logs and in weight-sync errors. With `lora_adapter`
+    (peft LoraConfig arguments) updates carry LoRA adapters, served by vLLM's LoRA path
+    over the unchanged base weights; otherwise they carry whole weights, loaded in place."""
 
     def __init__(
         self,
@@ -32,6 +48,7 @@ class RolloutWorker:
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
         trust_remote_code: bool = False,
+        lora_adapter: dict | None = None,
     ):
         import rollout.weight_engine  # noqa: F401  (registers the "mogrpo" weight-sync backend)
         from vllm import LLM
@@ -39,6 +56,13 @@ class RolloutWorker:
 
         self.name = name
         self.version = 0
+        self.lora_adapter = lora_adapter
+        self.lora_request = None  # the adapter of the current version, once one has arrived
+        self.adapter_loads = 0
+        lora_args = {}
+        if lora_adapter is not None:
+            lora_args = {"enable_lora": True, "max_lora_rank": vllm_max_lora_rank(lora_adapter["r"]), "max_loras": 1}
+            self.adapter_root = Path(tempfile.mkdtemp(prefix=f"mogrpo-{name}-adapters-"))
         t0 = time.perf_counter()
         self.llm = LLM(
             model=model_path,
@@ -54,6 +78,7 @@ class RolloutWorker:
             logprobs_mode="processed_logprobs",
             weight_transfer_config=WeightTransferConfig(backend="mogrpo"),
             worker_extension_cls="rollout.weight_engine.WorkerExtension",
+            **lora_args,
         )
         self.startup_s = time.perf_counter() - t0
 
@@ -80,7 +105,8 @@ class RolloutWorker:
             logprobs=0,
         )
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False,
+            lora_request=self.lora_request,
         )
         rows = []
         for g, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
@@ -109,13 +135,31 @@ class RolloutWorker:
 
     def update_weights(self, version: int) -> int:
         """Receive policy `version` from the learner, load it in place, drop stale KV."""
-        self.llm.start_weight_update()
-        self.llm.update_weights({"update_info": {"version": version}})
-        self.llm.finish_weight_update(weight_version=str(version))
+        if self.lora_adapter is not None:
+            self._update_adapter(version)
+        else:
+            self.llm.start_weight_update()
+            self.llm.update_weights({"update_info": {"version": version}})
+            self.llm.finish_weight_update(weight_version=str(version))
         # Cached prompt blocks hold keys/values of the old policy.
         self.llm.reset_prefix_cache()
         self.version = version
         return version
+
+    def _update_adapter(self, version: int) -> None:
+        """Receive the adapters into a peft folder, load them into vLLM's LoRA slot (before
+        the next generate needs them) and drop the previous version's."""
+        from vllm.lora.request import LoRARequest
+
+        self.adapter_loads += 1  # a fresh id per load: vLLM does not reload an id it holds
+        folder = self.adapter_root / f"{self.adapter_loads:06d}"
+        path = self.llm.collective_rpc("receive_adapter", args=(version, str(folder), self.lora_adapter))[0]
+        request = LoRARequest(f"policy-v{version}", self.adapter_loads, path)
+        self.llm.llm_engine.add_lora(request)
+        previous, self.lora_request = self.lora_request, request
+        if previous is not None:
+            self.llm.llm_engine.remove_lora(previous.lora_int_id)
+            shutil.rmtree(previous.lora_path, ignore_errors=True)
 
     def policy_version(self) -> int:
         return self.version

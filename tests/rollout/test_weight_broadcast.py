@@ -39,21 +39,23 @@ def hf_greedy(path, prompt: Prompt, n: int) -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "zero_stage, lora",
-    [(2, False), (3, False), (3, True)],
-    ids=["zero2-full", "zero3-full", "zero3-lora"],
+    "zero_stage, lora, lora_sync",
+    [(2, False, "merged"), (3, False, "merged"), (3, True, "merged"), (2, True, "adapter")],
+    ids=["zero2-full", "zero3-full", "zero3-lora", "zero2-lora-adapter"],
 )
-def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, zero_stage, lora):
+def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, zero_stage, lora, lora_sync):
     from transformers import AutoTokenizer
 
     path = str(resolve_model("tiny-llama"))
     tokenizer = AutoTokenizer.from_pretrained(path)
+    lora_cfg = LoraConfig(enabled=lora, rank=8, alpha=16, sync=lora_sync)
     cfg = LearnerConfig(dtype="float32", zero_stage=zero_stage, lr=3e-2 if lora else 1e-2,
-                        loss=LossConfig(kl_coef=0.0), lora=LoraConfig(enabled=lora, rank=8, alpha=16))
+                        loss=LossConfig(kl_coef=0.0), lora=lora_cfg)
     env = {"runtime_env": {"env_vars": worker_env(1)}, "num_cpus": 1}
     learner = ray.remote(LearnerWorker).options(**env).remote(
         path, cfg, group_size=4, max_new_tokens=16, master_port=free_port())
-    worker = ray.remote(RolloutWorker).options(**env).remote(path, dtype="float32", max_model_len=512)
+    worker = ray.remote(RolloutWorker).options(**env).remote(
+        path, dtype="float32", max_model_len=512, lora_adapter=lora_cfg.peft_kwargs() if lora_cfg.syncs_adapters else None)
     gather({"learner-0": learner.ready.remote(), "rollout-0": worker.ready.remote()}, "start")
     learners, rollouts = LearnerGroup([learner]), RolloutGroup([worker], ["rollout-0"], 1)
     connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=1, timeout_s=30, verify_checksum=True), "float32")
@@ -73,8 +75,11 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
 
     stats = sync_weights(learners, rollouts, 1)
     assert stats["weight_sync/bytes"] > 0 and rollouts.versions() == {"rollout-0": 1}
-    # Full training: buckets are slices of DeepSpeed's flat buffer; LoRA merges fresh tensors.
-    assert (stats["weight_sync/view_buckets"] > 0) == (not lora)
+    if lora_sync == "adapter":  # rank-8 adapters: a few percent of the model's bytes
+        base_bytes = 4 * ray.get(learner.ready.remote())["parameters"]
+        assert stats["weight_sync/bytes"] < base_bytes / 10
+    else:  # full training: buckets are slices of DeepSpeed's flat buffer; LoRA merges fresh tensors
+        assert (stats["weight_sync/view_buckets"] > 0) == (not lora)
     after = ray.get(worker.generate.remote([prompt], GREEDY))
     assert after.column("response_token_ids")[0] == expected
     assert after.column("policy_version") == [1]
