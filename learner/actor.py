@@ -233,8 +233,12 @@ class LearnerWorker:
         return node_ip(), free_port()
 
     def init_weight_sync(self, endpoint: SyncEndpoint, bucket_bytes: int, verify_checksum: bool, wire_dtype: str) -> None:
-        """Rank 0 opens the sending end (blocks until every rollout worker has joined)."""
+        """Rank 0 opens the sending end (blocks until every rollout worker has joined),
+        leaving any group it was in before (the group is re-formed when a worker is replaced)."""
         self.wire_dtype = torch_dtype(wire_dtype)
+        if self.sender is not None:
+            self.sender.group.close()
+            self.sender = None
         if self.rank == 0:
             self.sender = WeightSender(SyncGroup(endpoint, rank=0), bucket_bytes, verify_checksum)
 

@@ -52,11 +52,38 @@ def _options(pg, bundle: int, bundle_resources: dict, omp_threads: int, extra_en
     }
 
 
+def rollout_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path, names: list[str]):
+    """A function that starts rollout worker i in its bundle (at the start, and again to
+    replace a worker that died)."""
+    from rollout.worker import RolloutWorker
+
+    vllm_env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.cpu_kv_cache_gib)}
+    lora_adapter = cfg.learner.lora.peft_kwargs() if cfg.learner.lora.syncs_adapters else None
+
+    def spawn(i: int):
+        bundle = placement.rollout[i]
+        options = _options(pg, bundle, placement.bundles[bundle], cfg.rollout.omp_threads, vllm_env)
+        return ray.remote(RolloutWorker).options(**options).remote(
+            str(policy_path),
+            name=names[i],
+            dtype=cfg.model.dtype,
+            max_model_len=cfg.model.max_model_len,
+            seed=cfg.seed + i,
+            tensor_parallel_size=cfg.rollout.tensor_parallel_size,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+            enforce_eager=cfg.rollout.enforce_eager,
+            enable_prefix_caching=cfg.rollout.enable_prefix_caching,
+            trust_remote_code=cfg.model.trust_remote_code,
+            lora_adapter=lora_adapter,
+        )
+
+    return spawn
+
+
 def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward_path: Path) -> Actors:
     """Create every actor; returns once all are ready. Learner rank 0 comes first, so its
     node hosts DeepSpeed's rendezvous."""
     from learner.actor import LearnerWorker
-    from rollout.worker import RolloutWorker
 
     pg = placement_group(placement.bundles, strategy=placement.strategy)
     timeout = cfg.cluster.actor_start_timeout_s
@@ -89,24 +116,8 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
         for rank, b in enumerate(placement.learner)
     ]
     rollout_names = [f"rollout-{i}" for i in range(cfg.rollout.num_workers)]
-    vllm_env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.cpu_kv_cache_gib)}
-    lora_adapter = cfg.learner.lora.peft_kwargs() if cfg.learner.lora.syncs_adapters else None
-    workers = [
-        ray.remote(RolloutWorker).options(**_options(pg, b, placement.bundles[b], cfg.rollout.omp_threads, vllm_env)).remote(
-            str(policy_path),
-            name=name,
-            dtype=cfg.model.dtype,
-            max_model_len=cfg.model.max_model_len,
-            seed=cfg.seed + i,
-            tensor_parallel_size=cfg.rollout.tensor_parallel_size,
-            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-            enforce_eager=cfg.rollout.enforce_eager,
-            enable_prefix_caching=cfg.rollout.enable_prefix_caching,
-            trust_remote_code=cfg.model.trust_remote_code,
-            lora_adapter=lora_adapter,
-        )
-        for i, (name, b) in enumerate(zip(rollout_names, placement.rollout))
-    ]
+    spawn_rollout = rollout_spawner(cfg, pg, placement, policy_path, rollout_names)
+    workers = [spawn_rollout(i) for i in range(len(rollout_names))]
     rewards = [
         ray.remote(RewardActor).options(**_options(pg, b, placement.bundles[b], cfg.reward.omp_threads)).remote(
             model_path=str(reward_path),
@@ -118,8 +129,8 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
         for b in placement.reward
     ]
     reward_names = [f"reward-{i}" for i in range(len(rewards))]
-    actors = Actors(LearnerGroup(learners), RolloutGroup(workers, rollout_names, cfg.rollout.tensor_parallel_size),
-                    RewardClient(rewards, cfg.reward.aggregation), reward_names, pg)
+    rollout = RolloutGroup(workers, rollout_names, cfg.rollout.tensor_parallel_size, spawn_rollout)
+    actors = Actors(LearnerGroup(learners), rollout, RewardClient(rewards, cfg.reward.aggregation), reward_names, pg)
     named = {**{n: h.ready.remote() for n, h in zip(actors.learner.names, learners)},
              **{n: h.ready.remote() for n, h in zip(rollout_names, workers)},
              **{n: h.labels.remote() for n, h in zip(reward_names, rewards)}}

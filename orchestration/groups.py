@@ -4,6 +4,8 @@ actor that died or failed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import ray
 
@@ -12,7 +14,12 @@ from mogrpo.weight_sync import SyncEndpoint
 
 
 class ActorFailedError(RuntimeError):
-    """An actor died, timed out, or raised; the message names it."""
+    """An actor died, timed out, or raised; the message names it. `pending` holds the
+    calls of the same fan-out that had not finished yet (to wait out before recovering)."""
+
+    def __init__(self, message: str, pending: list | None = None):
+        super().__init__(message)
+        self.pending = pending or []
 
 
 def gather(named_refs: dict[str, ray.ObjectRef], what: str, timeout_s: float | None = None) -> dict:
@@ -22,18 +29,20 @@ def gather(named_refs: dict[str, ray.ObjectRef], what: str, timeout_s: float | N
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1, timeout=timeout_s)
         if not done:
-            raise ActorFailedError(f"{what}: {', '.join(sorted(pending.values()))} did not answer within {timeout_s:g}s")
+            raise ActorFailedError(f"{what}: {', '.join(sorted(pending.values()))} did not answer within {timeout_s:g}s",
+                                   list(pending))
         ref = done[0]
         name = pending.pop(ref)
         try:
             results[name] = ray.get(ref)
         except ray.exceptions.ActorDiedError as err:
-            raise ActorFailedError(f"{what}: actor {name} died ({_first_line(err)})") from err
+            raise ActorFailedError(f"{what}: actor {name} died ({_first_line(err)})", list(pending)) from err
         except ray.exceptions.RayActorError as err:
-            raise ActorFailedError(f"{what}: actor {name} is unavailable ({_first_line(err)})") from err
+            raise ActorFailedError(f"{what}: actor {name} is unavailable ({_first_line(err)})", list(pending)) from err
         except ray.exceptions.RayTaskError as err:
             cause = err.as_instanceof_cause() if hasattr(err, "as_instanceof_cause") else err
-            raise ActorFailedError(f"{what}: {name} failed: {type(err.cause).__name__}: {err.cause}") from cause
+            raise ActorFailedError(f"{what}: {name} failed: {type(err.cause).__name__}: {err.cause}",
+                                   list(pending)) from cause
     return {name: results[name] for name in named_refs}
 
 
@@ -43,10 +52,36 @@ def _first_line(err: Exception) -> str:
 
 
 class RolloutGroup:
-    """The vLLM rollout workers; prompts are split between them in contiguous chunks."""
+    """The vLLM rollout workers; prompts are split between them in contiguous chunks.
+    `spawn(i)` starts a new worker i in its placement bundle (to replace a dead one)."""
 
-    def __init__(self, handles: list, names: list[str], ranks_per_worker: int):
+    def __init__(self, handles: list, names: list[str], ranks_per_worker: int,
+                 spawn: Callable[[int], ray.actor.ActorHandle] | None = None):
         self.handles, self.names, self.ranks_per_worker = handles, names, ranks_per_worker
+        self.spawn = spawn
+
+    def dead(self) -> list[int]:
+        """Indices of the workers whose process is gone (a busy worker is not dead: call
+        this once the calls in flight have settled)."""
+        refs = [h.policy_version.remote() for h in self.handles]
+        ray.wait(refs, num_returns=len(refs), timeout=60)
+        dead = []
+        for i, ref in enumerate(refs):
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError:
+                dead.append(i)
+            except ray.exceptions.GetTimeoutError:
+                pass
+        return dead
+
+    def respawn(self, i: int, timeout_s: float) -> None:
+        """Replace worker i by a fresh one (policy version 0, outside any sync group)."""
+        if self.spawn is None:
+            raise RuntimeError("this rollout group cannot start workers (no spawn function)")
+        ray.kill(self.handles[i], no_restart=True)
+        self.handles[i] = self.spawn(i)
+        gather({self.names[i]: self.handles[i].ready.remote()}, f"restarting {self.names[i]}", timeout_s)
 
     def start_generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int,
                        version: int | None = None) -> dict:

@@ -61,6 +61,7 @@ def preflight(cfg: RunConfig):
 def run(cfg: RunConfig) -> Path:
     from mogrpo.runtime import init_ray, worker_env
     from orchestration.actors import start_actors
+    from orchestration.recovery import RolloutRecovery
 
     # 0. pre-flight
     run_dir = cfg.run_dir
@@ -92,11 +93,21 @@ def run(cfg: RunConfig) -> Path:
             log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
         logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=resume.step if resume else None)
 
-        # 4. the loop
-        pending, ready = start_generation(actors, sampler, cfg, first_step, version), None
+        # 4. the loop. Every call that involves rollout workers goes through `recovery`,
+        # which replaces workers that died and repeats the call.
+        recovery = RolloutRecovery(actors.learner, actors.rollout, cfg)
+
+        def generation(step: int, version: int) -> dict:
+            return recovery.attempt(lambda: start_generation(actors, sampler, cfg, step, version), version)
+
+        pending, ready = generation(first_step, version), None
         for step in range(first_step, cfg.steps + 1):
             t_step = time.perf_counter()
-            batch = ready if ready is not None else actors.rollout.finish_generate(pending)
+            if ready is None:
+                batch = recovery.attempt(lambda: actors.rollout.finish_generate(pending), version,
+                                         redo=lambda: actors.rollout.finish_generate(generation(step, version)))
+            else:
+                batch = ready
             t_gen = time.perf_counter() - t_step
             batch.check_groups(cfg.rollout.group_size)
 
@@ -104,28 +115,33 @@ def run(cfg: RunConfig) -> Path:
             batch = score(actors, batch)
             train_batch, sampling_stats = batch, {}
             if cfg.learner.loss.dynamic_sampling:
-                train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
+                train_batch, sampling_stats = recovery.attempt(
+                    lambda: keep_informative(actors, sampler, cfg, batch, step, version), version)
             t_reward = time.perf_counter() - t
 
             prefetch = cfg.async_rollout and step < cfg.steps
             resume_position = sampler.position  # prompts of this step, not of the next one
             if prefetch:  # the next groups come from the current policy: one step off-policy
-                pending = start_generation(actors, sampler, cfg, step + 1, version)
+                pending = generation(step + 1, version)
             t = time.perf_counter()
             train = actors.learner.train(train_batch) if len(train_batch) else {"skipped": 1}
             t_train = time.perf_counter() - t
             # Workers take the update only after they finish generating, so wait for that first.
-            ready = actors.rollout.finish_generate(pending) if prefetch else None
+            # (If a worker died meanwhile, the next groups are generated after the update.)
+            ready = recovery.attempt(lambda: actors.rollout.finish_generate(pending), version,
+                                     redo=lambda: None) if prefetch else None
 
             t, sync = time.perf_counter(), {}
             if len(train_batch):
                 version += 1
-                sync = sync_weights(actors.learner, actors.rollout, version)
+                sync = recovery.attempt(lambda: sync_weights(actors.learner, actors.rollout, version), version,
+                                        redo=dict)  # recovery has synced the replacements already
             t_sync = time.perf_counter() - t
-            if not cfg.async_rollout and step < cfg.steps:
-                pending = start_generation(actors, sampler, cfg, step + 1, version)
+            if ready is None and step < cfg.steps:
+                pending = generation(step + 1, version)
 
             metrics = {"policy_version": version, **step_metrics(batch, train, labels), **sampling_stats, **sync,
+                       "rollout/restarts": recovery.restarts,
                        "time/generate": t_gen, "time/reward": t_reward, "time/train": t_train, "time/sync": t_sync,
                        "time/step": time.perf_counter() - t_step}
             logger.log(step, metrics)

@@ -56,6 +56,7 @@ class BucketedWeightEngine(WeightTransferEngine[BucketedInitInfo, BucketedUpdate
         self.tied = TiedModules(model)
 
     def init_transfer_engine(self, init_info: BucketedInitInfo) -> None:
+        self.shutdown()  # leave the previous group, if any (it is re-formed when a worker is replaced)
         endpoint = SyncEndpoint(
             transport=init_info.transport,
             master_addr=init_info.master_addr,

@@ -129,7 +129,8 @@ class RolloutWorker:
         return RolloutBatch.from_rows(rows)
 
     def init_weight_sync(self, endpoint: SyncEndpoint, rank_offset: int) -> None:
-        """Join the learner's sync group (blocks until every member has joined)."""
+        """Join the learner's sync group (blocks until every member has joined); a worker
+        already in a group leaves it first."""
         info = {**endpoint.__dict__, "rank_offset": rank_offset}
         self.llm.init_weight_transfer_engine({"init_info": info})
 

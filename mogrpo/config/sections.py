@@ -79,6 +79,9 @@ class RolloutConfig(Section):
     """Share KV of identical prompt prefixes (the group's N samples share the prompt)."""
     omp_threads: int = Field(1, ge=1)
     """Intra-op threads of each rollout actor on CPU."""
+    max_restarts: int = Field(2, ge=0)
+    """Rollout workers that die are replaced, re-joined to the weight-sync group and brought
+    to the current policy, at most this many times in a run (0: a dead worker ends the run)."""
 
 
 class WeightSyncConfig(Section):
