@@ -31,6 +31,7 @@ from learner.actor import LearnerWorker
 from mogrpo.batch import Prompt, RewardScores, SamplingSettings
 from mogrpo.config.learner import LearnerConfig
 from mogrpo.config.sections import WeightSyncConfig
+from mogrpo.hardware import local_dtype
 from mogrpo.models import resolve_model
 from mogrpo.runtime import free_port, worker_env
 from orchestration.groups import LearnerGroup, RolloutGroup, gather
@@ -83,13 +84,14 @@ def timed(fns, repeats: int) -> list[float]:
 def run(repeats: int = 11, bucket_mb: float = 16) -> dict:
     path = str(resolve_model("smollm2-135m-instruct"))
     env = {"num_cpus": 1, "runtime_env": {"env_vars": worker_env(2)}}  # threads as in cpu_smoke.yaml
-    cfg = LearnerConfig(dtype="bfloat16", zero_stage=2, lr=1e-6)  # as cluster_configs/cpu_smoke.yaml
+    dtype = local_dtype("auto")  # as cluster_configs/cpu_smoke.yaml: bf16 only where the CPU has it
+    cfg = LearnerConfig(dtype=dtype, zero_stage=2, lr=1e-6)
     learner = ray.remote(PerParamLearner).options(**env).remote(
         path, cfg, group_size=4, max_new_tokens=64, master_port=free_port())
-    worker = ray.remote(PerParamRollout).options(**env).remote(path, dtype="bfloat16", max_model_len=512)
+    worker = ray.remote(PerParamRollout).options(**env).remote(path, dtype=dtype, max_model_len=512)
     gather({"learner": learner.ready.remote(), "rollout": worker.ready.remote()}, "start")
     learners, rollouts = LearnerGroup([learner]), RolloutGroup([worker], ["rollout-0"], 1)
-    connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=bucket_mb, timeout_s=300), "bfloat16")
+    connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=bucket_mb, timeout_s=300), dtype)
     version = iter(range(1, 10**6))
 
     def bucketed():
@@ -137,6 +139,7 @@ def run(repeats: int = 11, bucket_mb: float = 16) -> dict:
     for handle in (learner, worker):
         ray.kill(handle, no_restart=True)
     return {
+        "weight_sync/dtype": dtype,
         "weight_sync/bytes": int(nbytes),
         "weight_sync/parameters": n_params,
         "weight_sync/bucket_mb": bucket_mb,
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     init_ray(None, num_cpus=4, runtime_env={"env_vars": worker_env(1)})
     results = run()
-    print_table("weight sync (SmolLM2-135M, bf16, gloo, Ray actors on both ends)", results)
+    print_table(f"weight sync (SmolLM2-135M, {results['weight_sync/dtype']}, gloo, Ray actors on both ends)", results)
     merge_results(results)
     return results
 

@@ -28,6 +28,7 @@ from learner.logprobs import response_logprobs
 from learner.losses import LossSettings, PolicyLossInput, accumulate_metrics, policy_loss, truncated_is_weights
 from mogrpo.batch import RolloutBatch
 from mogrpo.config.learner import LearnerConfig
+from mogrpo.hardware import local_dtype
 from mogrpo.weight_sync import SyncEndpoint, SyncGroup, WeightSender
 
 
@@ -70,6 +71,7 @@ class LearnerWorker:
 
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         torch.manual_seed(seed)
+        cfg = cfg.model_copy(update={"dtype": local_dtype(cfg.dtype)})
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.model_path = model_path
         self.group_size, self.max_new_tokens, self.temperature = group_size, max_new_tokens, temperature
@@ -89,6 +91,7 @@ class LearnerWorker:
         return {
             "rank": self.rank,
             "device": str(self.engine.device),
+            "dtype": self.cfg.dtype,
             "parameters": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params),
             "trainable": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in params if p.requires_grad),
         }
@@ -235,7 +238,7 @@ class LearnerWorker:
     def init_weight_sync(self, endpoint: SyncEndpoint, bucket_bytes: int, verify_checksum: bool, wire_dtype: str) -> None:
         """Rank 0 opens the sending end (blocks until every rollout worker has joined),
         leaving any group it was in before (the group is re-formed when a worker is replaced)."""
-        self.wire_dtype = torch_dtype(wire_dtype)
+        self.wire_dtype = torch_dtype(local_dtype(wire_dtype))
         if self.sender is not None:
             self.sender.group.close()
             self.sender = None

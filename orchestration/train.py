@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
 from mogrpo.atomic import atomic_write_text
+from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
+from mogrpo.hardware import resolve_auto_dtypes
 from mogrpo.metrics import MetricsLogger, status_line
 from mogrpo.models import resolve_model
 from mogrpo.prompts import PromptSampler, load_prompts
@@ -64,6 +65,7 @@ def run(cfg: RunConfig) -> Path:
     from orchestration.recovery import RolloutRecovery
 
     # 0. pre-flight
+    cfg = resolve_auto_dtypes(cfg)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     policy_path, prompts, reward_path, labels = preflight(cfg)

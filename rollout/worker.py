@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
+from mogrpo.hardware import local_dtype
 from mogrpo.weight_sync import SyncEndpoint
 
 
@@ -40,7 +41,7 @@ class RolloutWorker:
         model_path: str,
         *,
         name: str = "rollout-0",
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int = 1024,
         seed: int = 0,
         tensor_parallel_size: int = 1,
@@ -55,6 +56,7 @@ class RolloutWorker:
         from vllm.config import WeightTransferConfig
 
         self.name = name
+        self.dtype = local_dtype(dtype)
         self.version = 0
         self.lora_adapter = lora_adapter
         self.lora_request = None  # the adapter of the current version, once one has arrived
@@ -66,7 +68,7 @@ class RolloutWorker:
         t0 = time.perf_counter()
         self.llm = LLM(
             model=model_path,
-            dtype=dtype,
+            dtype=self.dtype,
             max_model_len=max_model_len,
             seed=seed,
             tensor_parallel_size=tensor_parallel_size,
@@ -83,7 +85,7 @@ class RolloutWorker:
         self.startup_s = time.perf_counter() - t0
 
     def ready(self) -> dict:
-        return {"name": self.name, "startup_s": self.startup_s, "policy_version": self.version}
+        return {"name": self.name, "startup_s": self.startup_s, "policy_version": self.version, "dtype": self.dtype}
 
     def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
                  expected_version: int | None = None) -> RolloutBatch:

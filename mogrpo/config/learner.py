@@ -87,8 +87,9 @@ class LearnerConfig(Section):
     """Ray GPUs each learner rank reserves."""
     omp_threads: int = Field(2, ge=1)
     """Intra-op threads of each learner rank on CPU."""
-    dtype: DType = "bfloat16"
-    """Training dtype (bf16 halves bytes and narrows the gap to vLLM's bf16 log-probs)."""
+    dtype: DType = "auto"
+    """Training dtype; `auto` as for `model.dtype` (bf16 where the hardware computes in it:
+    half the bytes, and the same rounding as a bf16 vLLM engine)."""
     zero_stage: int = Field(0, ge=0, le=3)
     """DeepSpeed ZeRO stage."""
     optimizer: Literal["adamw", "fused_adam", "cpu_adam"] = "adamw"

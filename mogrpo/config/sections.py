@@ -8,14 +8,16 @@ from pydantic import Field
 
 from mogrpo.config.base import Section
 
-DType = Literal["bfloat16", "float32", "float16"]
+DType = Literal["auto", "bfloat16", "float32", "float16"]
 
 
 class PolicyModelConfig(Section):
     path: str = "smollm2-135m-instruct"
     """Local folder, Hugging Face id, or built-in name (smollm2-135m-instruct, tiny-llama)."""
-    dtype: DType = "bfloat16"
-    """Weights dtype for generation and training."""
+    dtype: DType = "auto"
+    """Weights dtype of the vLLM engines and on the wire of the weight sync. `auto`: bf16 on
+    GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), float32 on other CPUs, where
+    bf16 is emulated and ~4x slower (mogrpo/hardware.py)."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model. Off unless you trust the model's source."""
     max_model_len: int = Field(1024, ge=64)
