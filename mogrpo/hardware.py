@@ -38,6 +38,12 @@ def auto_dtype(*, on_gpu: bool, gpu_bf16: bool | None, cpu_bf16: bool) -> str:
     return "bfloat16" if cpu_bf16 else "float32"
 
 
+def hardware_dtype(on_gpu: bool) -> str:
+    """`auto_dtype` for a GPU (the one this process sees, if any) or for this CPU."""
+    return auto_dtype(on_gpu=on_gpu, gpu_bf16=gpu_has_bf16() if on_gpu else None,
+                      cpu_bf16=not on_gpu and cpu_has_fast_bf16())
+
+
 def local_dtype(name: str) -> str:
     """`name`, or for `auto` the dtype this process's own hardware does fast (an actor
     started without the driver, e.g. in a test or benchmark)."""
@@ -45,8 +51,7 @@ def local_dtype(name: str) -> str:
         return name
     import torch
 
-    on_gpu = torch.cuda.is_available()
-    return auto_dtype(on_gpu=on_gpu, gpu_bf16=gpu_has_bf16(), cpu_bf16=not on_gpu and cpu_has_fast_bf16())
+    return hardware_dtype(torch.cuda.is_available())
 
 
 def resolve_auto_dtypes(cfg):
@@ -58,8 +63,7 @@ def resolve_auto_dtypes(cfg):
     if "auto" not in fields.values():
         return cfg
     on_gpu = cfg.learner.num_gpus > 0 or cfg.rollout.num_gpus > 0
-    chosen = auto_dtype(on_gpu=on_gpu, gpu_bf16=gpu_has_bf16() if on_gpu else None,
-                        cpu_bf16=False if on_gpu else cpu_has_fast_bf16())
+    chosen = hardware_dtype(on_gpu)
     update = {name: getattr(cfg, name).model_copy(update={"dtype": chosen})
               for name, value in fields.items() if value == "auto"}
     why = "GPU" if on_gpu else ("CPU with native bf16" if chosen == "bfloat16" else "CPU without native bf16")
