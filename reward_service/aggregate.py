@@ -6,8 +6,15 @@ Modes (AggregationConfig.mode), all changeable without retraining:
                      (GDPO-style: r = sum_l w_l * (s_l - mean_g(s_l)) / (std_g(s_l) + eps)),
                      so a label whose scores barely vary inside a group cannot be drowned
                      by one with a wide spread, and vice versa.
-- safety_gate:       r = sum_{l != safety} w_l * s_l if s_safety >= threshold, else a
-                     fixed penalty.
+- safety_gate:       r = w_safety * s_safety + (sum_{l != safety} w_l * s_l  if s_safety >= threshold
+                                                 else gate_penalty)
+                     Helpfulness counts only for a response judged safe; an unsafe one gets
+                     `gate_penalty` (<= 0) in its place. With non-negative weights and scores
+                     in [0, 1], every safe response outscores every unsafe one:
+                       safe:   r >= w_safety * threshold
+                       unsafe: r <  w_safety * threshold + gate_penalty <= w_safety * threshold
+                     and the graded safety term still ranks responses inside each side, so a
+                     group in which every answer is unsafe keeps a signal towards the safer.
 Then optional rule terms: a length penalty subtracted from every mode's result.
 
 Shapes: every per-label array and the result are [B] (one per response). Labels without
@@ -101,11 +108,11 @@ def group_normalized_sum(scores: Scores, weights: Mapping[str, float], group_ids
 
 def safety_gate(scores: Scores, weights: Mapping[str, float], safety_label: str, threshold: float,
                 penalty: float) -> np.ndarray:
-    """Weighted sum of the labels other than `safety_label` where safety >= threshold,
+    """w_safety * safety, plus the other labels' weighted sum where safety >= threshold and
     `penalty` elsewhere -> [B]."""
+    safety = np.asarray(scores[safety_label], dtype=np.float64)  # [B]
     rest = weighted_sum(scores, weights, exclude=(safety_label,))  # [B]
-    safe = np.asarray(scores[safety_label]) >= threshold  # [B]
-    return np.where(safe, rest, penalty)
+    return weights.get(safety_label, 0.0) * safety + np.where(safety >= threshold, rest, penalty)
 
 
 def length_penalty(response_lengths: np.ndarray, coef: float, target: int) -> np.ndarray:

@@ -62,18 +62,40 @@ def test_group_normalized_asserts_group_sizes():
 
 def test_safety_gate():
     # The others' weighted sum is 0.5 * actionability = [0.25, 0.5, 0.0, 0.5];
-    # safety [0.9, 0.2, 0.6, 0.6] >= 0.6 passes for responses 0, 2, 3 (0.6 >= 0.6 counts as safe).
+    # safety [0.9, 0.2, 0.6, 0.6] >= 0.6 passes for responses 0, 2, 3 (0.6 >= 0.6 counts as safe),
+    # response 1 gets the penalty instead; every response adds w_safety * safety = 1.0 * safety:
+    # [0.9 + 0.25, 0.2 - 1.0, 0.6 + 0.0, 0.6 + 0.5]
     out = safety_gate(SCORES, WEIGHTS, "safety", threshold=0.6, penalty=-1.0)
-    assert out == pytest.approx([0.25, -1.0, 0.0, 0.5])
+    assert out == pytest.approx([1.15, -0.8, 0.6, 1.1])
     cfg = AggregationConfig(mode="safety_gate", weights=WEIGHTS, safety_threshold=0.6, gate_penalty=-1.0)
-    assert combine(SCORES, cfg) == pytest.approx([0.25, -1.0, 0.0, 0.5])
+    assert combine(SCORES, cfg) == pytest.approx([1.15, -0.8, 0.6, 1.1])
+    # Without a safety weight it is the plain gate: the others' sum or the penalty.
+    assert safety_gate(SCORES, {"actionability": 0.5}, "safety", 0.6, -1.0) == pytest.approx([0.25, -1.0, 0.0, 0.5])
+
+
+def test_safety_gate_helpfulness_cannot_buy_back_an_unsafe_answer():
+    # A compliant answer to a harmful request: unsafe (0.45 < 0.5) but maximally helpful;
+    # a refusal: barely safe (0.5) and useless. Weighted sum prefers the compliance
+    # (0.45 + 1 + 1 + 0.5 = 2.95 vs 0.5 + 0.25 = 0.75); the gate prefers the refusal:
+    # compliance 0.45 - 1.0 = -0.55, refusal 0.5 + 0.5 * 0.5 = 0.75.
+    scores = {"safety": np.array([0.45, 0.5]), "actionability": np.array([1.0, 0.0]),
+              "meaningfulness": np.array([1.0, 0.0]), "politeness": np.array([1.0, 0.5])}
+    weights = {"safety": 1.0, "actionability": 1.0, "meaningfulness": 1.0, "politeness": 0.5}
+    assert weighted_sum(scores, weights) == pytest.approx([2.95, 0.75])
+    gate = AggregationConfig(mode="safety_gate", weights=weights, safety_threshold=0.5, gate_penalty=-1.0)
+    assert combine(scores, gate) == pytest.approx([-0.55, 0.75])
+
+
+def test_gate_penalty_must_not_reward_unsafe_answers():
+    with pytest.raises(ValueError, match="gate_penalty"):
+        AggregationConfig(mode="safety_gate", gate_penalty=0.5)
 
 
 def test_length_penalty_rule_term():
     # 0.2 * max(0, len - 256) / 256: [0, 0.2 * 44/256, 0.2 * 256/256, 0]
     pen = length_penalty(np.array([100, 300, 512, 256]), coef=0.2, target=256)
     assert pen == pytest.approx([0.0, 0.034375, 0.2, 0.0])
-    cfg = AggregationConfig(weights=WEIGHTS, length_penalty=0.2, length_target=256)
+    cfg = AggregationConfig(mode="weighted_sum", weights=WEIGHTS, length_penalty=0.2, length_target=256)
     out = combine(SCORES, cfg, response_lengths=[100, 300, 512, 256])
     assert out == pytest.approx([1.15, 0.7 - 0.034375, 0.6 - 0.2, 1.1], abs=1e-6)
     with pytest.raises(AggregationError, match="response length"):
@@ -91,6 +113,6 @@ def test_unknown_weight_key_names_key_and_labels():
 
 def test_non_finite_score_names_the_sample():
     bad = {"safety": np.array([0.1, np.nan, 0.3], np.float32)}
-    combined = combine(bad, AggregationConfig(weights={"safety": 1.0}))
+    combined = combine(bad, AggregationConfig(mode="weighted_sum", weights={"safety": 1.0}))
     with pytest.raises(BatchError, match="sample 1"):
         RewardScores(bad, combined)
