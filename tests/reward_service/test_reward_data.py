@@ -8,7 +8,8 @@ import pytest
 from mogrpo.config import ConfigError, load_yaml_section
 from mogrpo.config.reward import REWARD_SOURCES, RewardDataConfig, RewardTrainConfig
 from reward_service.dataset import load_splits
-from reward_service.sources import DEFAULT_PATHS, READERS, assign_split
+from reward_service.dataset import DEFAULT_PATHS, READERS
+from reward_service.sources import assign_split
 
 CONFIGS = Path(__file__).resolve().parents[2] / "cluster_configs"
 
@@ -48,8 +49,11 @@ def test_split_is_fixed_by_seed_and_key():
 
 
 def test_missing_data_names_the_path(tmp_path):
-    cfg = RewardDataConfig(data_dir=str(tmp_path))
+    cfg = RewardDataConfig(data_dir=str(tmp_path), holdout=[])
     with pytest.raises(ValueError, match=str(tmp_path / "xstest")):
+        load_splits(cfg, ["safety", "actionability"])
+    cfg = RewardDataConfig(data_dir=str(tmp_path))  # the evaluation sets to hold out are missing too
+    with pytest.raises(ValueError, match=str(tmp_path / "harmbench_advbench/refusal_direction/harmful_test.json")):
         load_splits(cfg, ["safety", "actionability"])
 
 

@@ -1,0 +1,178 @@
+"""Sources that teach the reward to judge the (request, answer) pair: refusing a harmful
+request is safe, complying with it is not, and a benign request should be answered.
+
+- `harmful_requests`: harmful requests from the training side of the shared data
+  (`harmful_train.json`: AdvBench, MaliciousInstruct, TDC; HarmBench's validation
+  behaviours; AdvBench), each with written refusals (safety 1), with its optimizer target
+  where HarmBench or AdvBench has one ("Sure, here is ...", a compliance opening: safety 0),
+  and HarmBench's written safe responses (safety 1).
+- `benign_refusals`: benign requests (Alpaca's `harmless_train.json`) with a refusal:
+  harmless (safety 1) but not actionable (0), so refusing everything cannot pay.
+- `policy_answers`: the policy's own sampled answers (vLLM) to harmful, benign and XSTest
+  requests, in the style GRPO will score: a refusal judge (mogrpo/refusal.py) calls each
+  answer a refusal or not, and the request set decides the label (harmful: safety 1 only for
+  a refusal; benign: safety 1, actionability 1 only for a non-refusal).
+
+Every prompt listed in `data.holdout` (the evaluation sets) is left out. Rows about one
+request share a split (`split_source="request"`, keyed by the normalised prompt; XSTest
+prompts keep XSTest's split), so a held-out request is held out in every source.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from pathlib import Path
+
+from mogrpo.config.reward import HoldoutFile, PolicyAnswersConfig
+from mogrpo.prompts import normalise_prompt
+from mogrpo.refusal import JUDGES
+from reward_service.sources import DataError, Example, _need, _read_csv, _read_jsonl
+
+log = logging.getLogger(__name__)
+
+TRAINING_REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I can't assist with this request because it could cause real harm.",
+    "Sorry, I won't provide instructions for that.",
+    "I cannot help with that. It is illegal and could hurt people.",
+    "I'm not able to help with this. If someone is in danger, please contact local emergency services.",
+    "As an AI assistant, I must decline this request.",
+    "No. I won't help with something that could harm others.",
+    "I apologize, but I cannot provide that information.",
+    "That's not something I can help with. Is there something else I can do for you?",
+    "I'm unable to do that, as it could be used to hurt someone.",
+)
+"""Refusals written for training. `reward_service/direction.py` measures with other phrasings."""
+
+REQUEST_SPLIT = "request"
+HARMBENCH_VAL = "behavior_datasets/harmbench_behaviors_text_val.csv"
+ADVBENCH = "behavior_datasets/extra_behavior_datasets/advbench_behaviors.csv"
+HARMFUL_TRAIN = "refusal_direction/harmful_train.json"
+HARMLESS_TRAIN = "harmbench_advbench/refusal_direction/harmless_train.json"
+TARGET_FILES = ("optimizer_targets/harmbench_targets_text.json", "optimizer_targets/extra_targets/advbench_targets.json")
+SAFE_RESPONSE_FILES = ("safe_responses/adv_training_behaviors_safe_responses.csv",
+                       "safe_responses/adv_training_behaviors_safe_responses_longer.csv")
+XSTEST_PROMPTS = "xstest/xstest_prompts.csv"
+
+
+def read_prompt_file(path: Path, field: str) -> list[str]:
+    """Prompt texts of a json (rows, or a dict holding a list under `field`), jsonl or csv file."""
+    name = _need(path).name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        rows = _read_jsonl(path)
+    elif name.endswith(".csv"):
+        rows = _read_csv(path)
+    else:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(rows, dict):
+        if not isinstance(rows.get(field), list):
+            raise DataError(f"{path}: expected a list under key {field!r} (keys: {sorted(rows)})")
+        return [str(x) for x in rows[field]]
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    if field not in rows[0]:
+        raise DataError(f"{path}: no field {field!r} (fields: {sorted(rows[0])})")
+    return [str(r[field]) for r in rows if r.get(field)]
+
+
+def holdout_prompts(data_dir: Path, files: list[HoldoutFile]) -> set[str]:
+    """Normalised prompts of every held-out evaluation file."""
+    out: set[str] = set()
+    for f in files:
+        path = Path(f.path).expanduser()
+        out.update(normalise_prompt(p) for p in read_prompt_file(path if path.is_absolute() else data_dir / path, f.field))
+    return out
+
+
+def harmful_train_requests(harmbench_dir: Path) -> dict[str, str | None]:
+    """Harmful training requests (de-duplicated) -> their compliance target, where HarmBench
+    or AdvBench has one."""
+    optimizer_targets: dict[str, str] = {}
+    for file in TARGET_FILES:
+        optimizer_targets.update(json.loads(_need(harmbench_dir / file).read_text(encoding="utf-8")))
+    behaviours = [r for r in _read_csv(_need(harmbench_dir / HARMBENCH_VAL)) if r["FunctionalCategory"] == "standard"]
+    behaviours += _read_csv(_need(harmbench_dir / ADVBENCH))
+    target_of = {normalise_prompt(r["Behavior"]): optimizer_targets.get(r["BehaviorID"]) for r in behaviours}
+    out: dict[str, str | None] = {}
+    seen: set[str] = set()
+    for prompt in read_prompt_file(harmbench_dir / HARMFUL_TRAIN, "instruction") + [r["Behavior"] for r in behaviours]:
+        key = normalise_prompt(prompt)
+        if key and key not in seen:
+            seen.add(key)
+            out[prompt] = target_of.get(key)
+    return out
+
+
+def _request_example(source: str, prompt: str, response: str, targets: dict[str, float], **meta: str) -> Example:
+    return Example(source, normalise_prompt(prompt), prompt, response, targets, dict(meta), REQUEST_SPLIT)
+
+
+def _refusal_for(prompt: str, k: int = 0) -> str:
+    """A training refusal chosen by the prompt (stable across runs), the k-th after it."""
+    return TRAINING_REFUSALS[(sum(map(ord, prompt)) + k) % len(TRAINING_REFUSALS)]
+
+
+def read_harmful_requests(harmbench_dir: Path) -> list[Example]:
+    """Refusals (safety 1) and compliance openings (safety 0) of harmful training requests."""
+    out = []
+    for prompt, target in harmful_train_requests(harmbench_dir).items():
+        for k in range(2):
+            out.append(_request_example("harmful_requests", prompt, _refusal_for(prompt, k), {"safety": 1.0},
+                                        request="harmful", answer="refusal"))
+        if target:
+            out.append(_request_example("harmful_requests", prompt, target, {"safety": 0.0},
+                                        request="harmful", answer="compliance"))
+    for file in SAFE_RESPONSE_FILES:
+        for r in _read_csv(_need(harmbench_dir / file)):
+            out.append(_request_example("harmful_requests", r["Behavior"], r["Safe_Response"], {"safety": 1.0},
+                                        request="harmful", answer="refusal"))
+    return out
+
+
+def read_benign_refusals(path: Path) -> list[Example]:
+    """Refusals of benign requests: safe (1) but not actionable (0)."""
+    return [_request_example("benign_refusals", p, _refusal_for(p), {"safety": 1.0, "actionability": 0.0},
+                             request="benign", answer="refusal")
+            for p in read_prompt_file(path, "instruction")]
+
+
+def answer_targets(request: str, refused: bool) -> dict[str, float]:
+    """Labels of an answer to a `harmful` or `benign` request that does or does not refuse."""
+    if request == "harmful":
+        return {"safety": 1.0 if refused else 0.0}
+    return {"safety": 1.0, "actionability": 0.0 if refused else 1.0}
+
+
+def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
+    """The policy's own answers, labelled by request set and refusal judge (module docstring)."""
+    from mogrpo.generation import AnswerSettings, generate_answers
+
+    def sample(prompts: list[str], n: int | None) -> list[str]:
+        return prompts if n is None or n >= len(prompts) else random.Random(cfg.seed).sample(prompts, n)
+
+    requests: list[tuple[str, str, str, str]] = []  # (prompt, request kind, split source, split key)
+    harmful = [p for p in harmful_train_requests(data_dir / "harmbench_advbench") if normalise_prompt(p) not in holdout]
+    for p in sample(harmful, cfg.harmful_prompts):
+        requests.append((p, "harmful", REQUEST_SPLIT, normalise_prompt(p)))
+    for p in sample(read_prompt_file(_need(data_dir / HARMLESS_TRAIN), "instruction"), cfg.benign_prompts):
+        requests.append((p, "benign", REQUEST_SPLIT, normalise_prompt(p)))
+    if cfg.xstest:
+        for r in _read_csv(_need(data_dir / XSTEST_PROMPTS)):
+            kind = "harmful" if r["label"] == "unsafe" else "benign"
+            requests.append((r["prompt"], kind, "xstest", f"v2-{r['id']}"))  # the key of XSTest's completions
+    requests = [r for r in requests if normalise_prompt(r[0]) not in holdout]
+    settings = AnswerSettings(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    answers = generate_answers(cfg.policy, [r[0] for r in requests], settings)
+    judge = JUDGES[cfg.judge]
+    out = []
+    for (prompt, kind, split_source, key), texts in zip(requests, answers, strict=True):
+        for text in texts:
+            refused = judge(text)
+            out.append(Example("policy_answers", key, prompt, text, answer_targets(kind, refused),
+                               {"request": kind, "answer": "refusal" if refused else "compliance"}, split_source))
+    log.info("policy_answers: %d answers of %s to %d requests (%d refusals)", len(out), cfg.policy, len(requests),
+             sum(e.meta["answer"] == "refusal" for e in out))
+    return out

@@ -1,0 +1,78 @@
+"""The pair-aware sources: what a refusal and a compliance are worth for harmful and
+benign requests, the hold-out of evaluation prompts, and shared splits per request."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from mogrpo.config.reward import HoldoutFile, RewardDataConfig
+from mogrpo.prompts import normalise_prompt
+from mogrpo.refusal import union_refusal
+from reward_service.dataset import load_splits
+from reward_service.refusal_sources import (
+    TRAINING_REFUSALS,
+    answer_targets,
+    harmful_train_requests,
+    holdout_prompts,
+    read_benign_refusals,
+    read_harmful_requests,
+    read_prompt_file,
+)
+from reward_service.direction import EVAL_REFUSALS
+
+
+def test_answer_targets():
+    # harmful: only a refusal is safe; actionability is not asked for (it would reward compliance)
+    assert answer_targets("harmful", refused=True) == {"safety": 1.0}
+    assert answer_targets("harmful", refused=False) == {"safety": 0.0}
+    # benign: any answer is safe; refusing is not actionable
+    assert answer_targets("benign", refused=True) == {"safety": 1.0, "actionability": 0.0}
+    assert answer_targets("benign", refused=False) == {"safety": 1.0, "actionability": 1.0}
+
+
+def test_training_and_evaluation_refusals_differ():
+    assert not set(TRAINING_REFUSALS) & set(EVAL_REFUSALS)
+    assert all(union_refusal(r) for r in EVAL_REFUSALS)  # the direction check's refusals are refusals to the judges
+
+
+def test_harmful_requests_on_shared_data(shared_data):
+    requests = harmful_train_requests(shared_data / "harmbench_advbench")
+    assert len(requests) > 600 and len({normalise_prompt(p) for p in requests}) == len(requests)
+    targets = [t for t in requests.values() if t]
+    assert len(targets) > 400 and all(t.startswith("Sure") for t in targets)
+    rows = read_harmful_requests(shared_data / "harmbench_advbench")
+    kinds = Counter((e.meta["answer"], e.targets["safety"]) for e in rows)
+    assert set(kinds) == {("refusal", 1.0), ("compliance", 0.0)}
+    assert kinds[("refusal", 1.0)] >= 2 * len(requests)  # two written refusals each, plus HarmBench's safe replies
+    assert all(e.split_source == "request" and e.key == normalise_prompt(e.prompt) for e in rows)
+    benign = read_benign_refusals(shared_data / "harmbench_advbench/refusal_direction/harmless_train.json")
+    assert all(e.targets == {"safety": 1.0, "actionability": 0.0} for e in benign[:50])
+
+
+def test_evaluation_prompts_are_held_out(shared_data, tmp_path):
+    harmful_test = read_prompt_file(shared_data / "harmbench_advbench/refusal_direction/harmful_test.json", "instruction")
+    held = holdout_prompts(shared_data, RewardDataConfig().holdout)
+    assert {normalise_prompt(p) for p in harmful_test} <= held
+    # AdvBench shares prompts with JailbreakBench / StrongREJECT: those never train
+    cfg = RewardDataConfig(data_dir=str(shared_data), sources={"harmful_requests": {}})
+    splits = load_splits(cfg, ["safety"])
+    trained = {normalise_prompt(e.prompt) for by in splits.values() for r in by.values() for e in r.examples}
+    assert trained and not trained & held
+    overlap = [p for p in harmful_train_requests(shared_data / "harmbench_advbench") if normalise_prompt(p) in held]
+    assert len(overlap) > 10  # the filter had work to do
+    # a crafted duplicate: a held-out file naming a training prompt (other case and spacing) removes it
+    victim = next(p for p in harmful_train_requests(shared_data / "harmbench_advbench") if normalise_prompt(p) not in held)
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps([{"q": "  " + victim.upper() + " "}]))
+    cfg = RewardDataConfig(data_dir=str(shared_data), sources={"harmful_requests": {}},
+                           holdout=[HoldoutFile(path=str(extra), field="q")])
+    rows = [e for by in load_splits(cfg, ["safety"]).values() for r in by.values() for e in r.examples]
+    assert normalise_prompt(victim) not in {normalise_prompt(e.prompt) for e in rows}
+
+
+def test_bad_holdout_file_names_file_and_field(shared_data, tmp_path):
+    f = tmp_path / "h.json"
+    f.write_text(json.dumps([{"prompt": "x"}]))
+    with pytest.raises(ValueError, match=rf"{f}: no field 'instruction'"):
+        holdout_prompts(shared_data, [HoldoutFile(path=str(f), field="instruction")])
