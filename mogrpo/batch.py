@@ -168,6 +168,7 @@ class Prompt:
     prompt_id: int
     text: str
     token_ids: tuple[int, ...]
+    tag: str = ""  # the source's `tag` (e.g. "harmful"), for per-kind metrics
 
 
 @dataclass(frozen=True)

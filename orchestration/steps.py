@@ -115,9 +115,23 @@ def ensure_current(learner: LearnerGroup, rollout: RolloutGroup, version: int) -
         sync_weights(learner, rollout, version)
 
 
-def step_metrics(batch: RolloutBatch, train: dict, labels: list[str]) -> dict:
+def refusal_metrics(batch: RolloutBatch, tags: list[str]) -> dict:
+    """Share of the step's responses that XSTest's string-match judge calls refusals, in all
+    and per prompt tag (`tags[prompt_id]`; untagged prompts count only in the total)."""
+    from mogrpo.refusal import xstest_refusal
+
+    refused = np.array([xstest_refusal(r) for r in batch.column("response")])  # [B]
+    tag = np.array([tags[i] for i in batch.column("prompt_id")])  # [B]
+    out = {"rollout/refusal_rate": float(refused.mean())}
+    for t in sorted(set(tag.tolist()) - {""}):
+        out[f"rollout/refusal_rate/{t}"] = float(refused[tag == t].mean())
+    return out
+
+
+def step_metrics(batch: RolloutBatch, train: dict, labels: list[str], tags: list[str]) -> dict:
     lengths = np.array([len(t) for t in batch.column("response_token_ids")])
     return {
+        **refusal_metrics(batch, tags),
         "reward/mean": float(np.mean(batch.rewards)),
         "reward/std": float(np.std(batch.rewards)),
         **{f"reward/{label}": float(np.mean(batch.numpy(f"reward/{label}"))) for label in labels},

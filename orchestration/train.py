@@ -87,6 +87,7 @@ def run(cfg: RunConfig) -> Path:
 
         # 3. resume
         sampler = PromptSampler(prompts, cfg.seed)
+        prompt_tags = [p.tag for p in prompts]
         first_step, version = 1, 0
         if resume is not None:
             actors.learner.call("load_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), resume.tag)
@@ -142,7 +143,8 @@ def run(cfg: RunConfig) -> Path:
             if ready is None and step < cfg.steps:
                 pending = generation(step + 1, version)
 
-            metrics = {"policy_version": version, **step_metrics(batch, train, labels), **sampling_stats, **sync,
+            metrics = {"policy_version": version, **step_metrics(batch, train, labels, prompt_tags), **sampling_stats,
+                       **sync,
                        "rollout/restarts": recovery.restarts,
                        "time/generate": t_gen, "time/reward": t_reward, "time/train": t_train, "time/sync": t_sync,
                        "time/step": time.perf_counter() - t_step}

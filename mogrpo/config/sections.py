@@ -37,6 +37,9 @@ class PromptSource(Section):
     """If false, a missing file is reported and skipped instead of failing the run."""
     fallback: bool = False
     """Used only when no non-fallback source could be read (e.g. shared data absent)."""
+    tag: str = ""
+    """A name for this source's kind of request (e.g. `harmful`, `benign`): the run logs the refusal rate of
+    each tag's rollouts (`rollout/refusal_rate/<tag>`)."""
 
 
 class DataConfig(Section):
