@@ -53,6 +53,7 @@ def status_line(step: int, steps: int, m: dict, labels: list[str]) -> str:
     """e.g. `step 3/10 v3 reward 0.612 [safety 0.81 actionability 0.55 ...] kl 0.0012 loss -0.003 len 41 | 52.1s (gen 8.2 rew 0.9 train 40.1 sync 0.6)`"""
     per_label = " ".join(f"{label} {m.get(f'reward/{label}', float('nan')):.2f}" for label in labels)
     refusals = " ".join(f"{k.rsplit('/', 1)[1]} {v:.2f}" for k, v in m.items() if k.startswith("rollout/refusal_rate/"))
+    refusals += "".join(f" held-out {k[5:]} {v:.2f}" for k, v in m.items() if k.startswith("eval/"))
     return (
         f"step {step}/{steps} v{m.get('policy_version', '?')} reward {m.get('reward/mean', float('nan')):.3f} "
         f"[{per_label}] kl {m.get('kl', 0.0):.4f} loss {m.get('loss', float('nan')):+.4f} "

@@ -10,7 +10,7 @@ import numpy as np
 import ray
 import torch
 
-from mogrpo.batch import RolloutBatch, SamplingSettings
+from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
 from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.prompts import PromptSampler
@@ -126,6 +126,14 @@ def refusal_metrics(batch: RolloutBatch, tags: list[str]) -> dict:
     for t in sorted(set(tag.tolist()) - {""}):
         out[f"rollout/refusal_rate/{t}"] = float(refused[tag == t].mean())
     return out
+
+
+def held_out_refusals(actors, prompts: list[Prompt], max_new_tokens: int, version: int) -> dict:
+    """Greedy answers of the current policy to held-out prompts -> `eval/<tag>_refusal` per tag."""
+    greedy = SamplingSettings(group_size=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    batch = actors.rollout.generate(prompts, greedy, first_group_id=0, version=version)
+    rates = refusal_metrics(batch, [p.tag for p in prompts])
+    return {f"eval/{k.rsplit('/', 1)[1]}_refusal": v for k, v in rates.items() if k.startswith("rollout/refusal_rate/")}
 
 
 def step_metrics(batch: RolloutBatch, train: dict, labels: list[str], tags: list[str]) -> dict:

@@ -27,11 +27,13 @@ from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
 from mogrpo.hardware import resolve_auto_dtypes
 from mogrpo.metrics import MetricsLogger, status_line
 from mogrpo.models import resolve_model
-from mogrpo.prompts import PromptSampler, load_prompts
+from mogrpo.batch import Prompt
+from mogrpo.prompts import PromptSampler, load_prompts, normalise_prompt
 from orchestration import checkpoint
 from orchestration.placement import plan_placement
 from orchestration.steps import (
     connect_weight_sync,
+    held_out_refusals,
     keep_informative,
     save_rollouts,
     score,
@@ -54,9 +56,22 @@ def preflight(cfg: RunConfig):
     tokenizer = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=cfg.model.trust_remote_code)
     prompts, report = load_prompts(cfg.data, tokenizer, cfg.seed)
     log.info("prompts: %d (%s)", len(prompts), report.summary())
+    eval_prompts = held_out_prompts(cfg, tokenizer, prompts) if cfg.eval.every else []
     reward_path = ensure_reward_model(cfg.reward.model, fit_if_missing=cfg.reward.fit_if_missing)
     labels = check_model_aggregation(str(reward_path), cfg.reward.aggregation)
-    return policy_path, prompts, reward_path, labels
+    return policy_path, prompts, eval_prompts, reward_path, labels
+
+
+def held_out_prompts(cfg: RunConfig, tokenizer, train_prompts: list) -> list:
+    """The in-training evaluation's prompts (a seeded sample of `eval.sources`), less any
+    that the run also trains on (compared after normalising case, spacing and punctuation)."""
+    data = cfg.data.model_copy(update={"sources": cfg.eval.sources})
+    prompts, report = load_prompts(data, tokenizer, cfg.seed)
+    seen = {normalise_prompt(p.text) for p in train_prompts}
+    held = [p for p in prompts if normalise_prompt(p.text) not in seen]
+    log.info("in-training evaluation: %d held-out prompts (%s); %d dropped, also in data.sources", len(held),
+             report.summary(), len(prompts) - len(held))
+    return [Prompt(i, p.text, p.token_ids, p.tag) for i, p in enumerate(held)]
 
 
 def run(cfg: RunConfig) -> Path:
@@ -68,7 +83,7 @@ def run(cfg: RunConfig) -> Path:
     cfg = resolve_auto_dtypes(cfg)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    policy_path, prompts, reward_path, labels = preflight(cfg)
+    policy_path, prompts, eval_prompts, reward_path, labels = preflight(cfg)
     resume = checkpoint.read_latest(run_dir) if cfg.checkpoint.resume else None
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
 
@@ -102,6 +117,13 @@ def run(cfg: RunConfig) -> Path:
 
         def generation(step: int, version: int) -> dict:
             return recovery.attempt(lambda: start_generation(actors, sampler, cfg, step, version), version)
+
+        def evaluation(version: int) -> dict:
+            return recovery.attempt(
+                lambda: held_out_refusals(actors, eval_prompts, cfg.eval.max_new_tokens, version), version)
+
+        if cfg.eval.every and first_step == 1:  # the starting policy, as step 0
+            logger.log(0, {"policy_version": version, **evaluation(version)})
 
         pending, ready = generation(first_step, version), None
         for step in range(first_step, cfg.steps + 1):
@@ -140,11 +162,12 @@ def run(cfg: RunConfig) -> Path:
                 sync = recovery.attempt(lambda: sync_weights(actors.learner, actors.rollout, version), version,
                                         redo=dict)  # recovery has synced the replacements already
             t_sync = time.perf_counter() - t
+            held_out = evaluation(version) if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps) else {}
             if ready is None and step < cfg.steps:
                 pending = generation(step + 1, version)
 
             metrics = {"policy_version": version, **step_metrics(batch, train, labels, prompt_tags), **sampling_stats,
-                       **sync,
+                       **sync, **held_out,
                        "rollout/restarts": recovery.restarts,
                        "time/generate": t_gen, "time/reward": t_reward, "time/train": t_train, "time/sync": t_sync,
                        "time/step": time.perf_counter() - t_step}

@@ -13,6 +13,7 @@ from mogrpo.config.sections import (
     CheckpointConfig,
     ClusterConfig,
     DataConfig,
+    InTrainingEvalConfig,
     LoggingConfig,
     PolicyModelConfig,
     PromptSource,
@@ -43,6 +44,7 @@ class RunConfig(Section):
     cluster: ClusterConfig = ClusterConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: InTrainingEvalConfig = InTrainingEvalConfig()
 
     @property
     def run_dir(self) -> Path:
@@ -63,6 +65,11 @@ class RunConfig(Section):
             raise ValueError(
                 f"rollout.prompts_per_step ({self.rollout.prompts_per_step}) must be divisible by "
                 f"learner.num_workers ({self.learner.num_workers}) so each rank gets whole groups"
+            )
+        if self.eval.every and self.data.max_prompt_tokens + self.eval.max_new_tokens > self.model.max_model_len:
+            raise ValueError(
+                f"data.max_prompt_tokens ({self.data.max_prompt_tokens}) + eval.max_new_tokens "
+                f"({self.eval.max_new_tokens}) exceeds model.max_model_len ({self.model.max_model_len})"
             )
         if self.data.max_prompt_tokens + self.rollout.max_new_tokens > self.model.max_model_len:
             raise ValueError(

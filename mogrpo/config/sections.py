@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mogrpo.config.base import Section
 
@@ -130,6 +130,26 @@ class LoggingConfig(Section):
     """Keep every response with its per-label scores in rollouts/step-*.parquet."""
     status_every: int = Field(1, ge=1)
     """Print a one-line status every this many steps."""
+
+
+class InTrainingEvalConfig(Section):
+    every: int = Field(0, ge=0)
+    """Every this many steps (and after the last), answer `sources` greedily with the rollout workers' current
+    weights and log each tag's refusal rate as `eval/<tag>_refusal` (0: off)."""
+    sources: list[PromptSource] = []
+    """Held-out prompts, each source with a `tag` (e.g. harmful, benign); prompts that are also in
+    `data.sources` are dropped from it (and counted in the log)."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Longest answer, in tokens."""
+
+    @model_validator(mode="after")
+    def _tagged(self):
+        if self.every and not self.sources:
+            raise ValueError("eval.every is set but eval.sources is empty")
+        untagged = [s.path for s in self.sources if not s.tag]
+        if untagged:
+            raise ValueError(f"eval.sources: {untagged[0]} has no tag (its refusal rate is logged as eval/<tag>_refusal)")
+        return self
 
 
 class CheckpointConfig(Section):

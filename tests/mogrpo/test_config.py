@@ -7,7 +7,7 @@ import pytest
 from mogrpo.config import ConfigError, RunConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "cluster_configs"
-RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("reward_"))
+RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("reward_", "eval_")))
 
 
 def test_there_are_run_configs():
@@ -46,12 +46,19 @@ def test_dotted_overrides_parse_yaml_values():
         ("learner.zero_stage=4", "learner.zero_stage"),
         ("nosuchsection.x=1", "nosuchsection: unknown key"),
         ("rollout.max_new_tokens=5000", "exceeds model.max_model_len"),
+        ("eval.sources=[{path: held_out.json}]", "held_out.json has no tag"),
+        ("reward.aggregation.gate_penalty=0.5", "reward.aggregation.gate_penalty"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(CONFIGS / "cpu_smoke.yaml", [override])
     assert message in str(err.value)
+
+
+def test_in_training_eval_needs_prompts():
+    with pytest.raises(ConfigError, match="eval.every is set but eval.sources is empty"):
+        load_config(None, ["eval.every=5"])
 
 
 def test_override_without_equals_sign():

@@ -27,14 +27,23 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
 
     from mogrpo.models import resolve_model
 
-    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=2))
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=2) + [
+        "eval.every=2", "eval.max_new_tokens=8"])
     final = run(cfg)
     run_dir = Path(tmp_path) / "e2e"
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # in-training evaluation on held-out prompts: the starting policy (step 0) and the last step
+    held_out = {r["step"]: r for r in records if "eval/harmful_refusal" in r}
+    assert sorted(held_out) == [0, 2] and all(0 <= r["eval/benign_refusal"] <= 1 for r in held_out.values())
+    records = [r for r in records if r["step"] >= 1]
     assert [r["step"] for r in records] == [1, 2]
     for key in REQUIRED + [f"reward/{label}" for label in ("safety", "actionability", "meaningfulness", "politeness")]:
         assert key in records[-1], key
+    # the smoke config tags its harmful and benign prompt sources: their rollouts' refusal rates are logged
+    logged = {k for r in records for k in r if k.startswith("rollout/refusal_rate/")}
+    assert logged and logged <= {"rollout/refusal_rate/harmful", "rollout/refusal_rate/benign"}
+    assert all(0.0 <= r["rollout/refusal_rate"] <= 1.0 for r in records)
     assert [r["policy_version"] for r in records] == [1, 2]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "config.yaml").is_file()
@@ -56,7 +65,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
         "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1"])
     run(cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == [0, 1, 2, 3]  # step 0: the held-out evaluation before training
     assert records[-1]["policy_version"] == 3
     assert "dynamic_sampling/informative_frac" in records[-1]
 
