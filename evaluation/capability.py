@@ -1,0 +1,97 @@
+"""Capability kept: how likely each policy finds good reference answers, and how varied
+and repetitive its own answers are.
+
+- `reference_logliks`: the mean per-token log-likelihood of a reference answer's first
+  `ref_max_tokens` tokens after the chat-templated prompt (transformers, one sequence at a
+  time; written to disk as it goes, like the answers).
+- `distinct_n`: distinct n-grams / all n-grams over a whole set of answers (low when a
+  policy gives the same answer to everything).
+- `repetition`: per answer, 1 - distinct 4-grams / all 4-grams (Welleck et al.'s seq-rep-4;
+  high when an answer loops).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.generate import AnswerStore, Policy, fingerprint
+from evaluation.sets import Row
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lowercased word and punctuation tokens."""
+    return _WORD.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Distinct n-grams over all n-grams of all texts (NaN when there are none)."""
+    grams = [g for t in texts for g in ngrams(words(t), n)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def repetition(text: str, n: int = 4) -> float:
+    """1 - distinct n-grams / n-grams of one text (0 for a text shorter than n + 1 tokens)."""
+    grams = ngrams(words(text), n)
+    return 1 - len(set(grams)) / len(grams) if len(grams) > 1 else 0.0
+
+
+def distinct_stat(texts: Sequence[str], n: int = 2):
+    """`distinct_n` as a statistic of resampled indices (for bootstrap_stat): each text's
+    n-grams are hashed once; a draw concatenates the drawn texts' hashes."""
+    hashed = [np.array([hash(g) for g in ngrams(words(t), n)], dtype=np.int64) for t in texts]
+
+    def stat(idx: np.ndarray) -> float:
+        parts = [hashed[i] for i in idx]
+        total = sum(len(p) for p in parts)
+        return len(np.unique(np.concatenate(parts))) / total if total else math.nan
+
+    return stat
+
+
+def reference_logliks(policy: Policy, rows: list[Row], ref_max_tokens: int, dtype: str, out: Path) -> dict[str, float]:
+    """row id -> mean log-prob per token of the row's reference answer under the policy
+    (read from `out/loglik/<name>.jsonl` where already computed)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mogrpo.hardware import local_dtype
+
+    store = AnswerStore(out / "loglik" / f"{policy.name}.jsonl",
+                        {"policy": str(policy.path.resolve()), "weights": fingerprint(policy.path),
+                         "ref_max_tokens": ref_max_tokens, "dtype": dtype})
+    have = {k: v["loglik"] for k, v in store.load().items()}
+    todo = [r for r in rows if r.id not in have and r.reference]
+    if not todo:
+        return have
+    print(f"[{policy.name}] scoring {len(todo)} reference answers", flush=True)
+    tok = AutoTokenizer.from_pretrained(policy.path)
+    model = AutoModelForCausalLM.from_pretrained(policy.path, dtype=getattr(torch, local_dtype(dtype))).eval()
+    t0, batch = time.time(), []
+    for i, r in enumerate(todo, 1):
+        prompt = tok.apply_chat_template([{"role": "user", "content": r.prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(r.reference, add_special_tokens=False)["input_ids"][:ref_max_tokens]
+        ids = torch.tensor([p_ids + a_ids])
+        with torch.inference_mode():
+            logits = model(ids).logits[0, len(p_ids) - 1:-1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(a_ids)[:, None]).mean().item()
+        batch.append({"id": r.id, "loglik": lp})
+        if len(batch) == 16 or i == len(todo):
+            store.append(batch)
+            have.update({x["id"]: x["loglik"] for x in batch})
+            batch = []
+            print(f"[{policy.name}] {i}/{len(todo)} reference answers scored, {time.time() - t0:.0f} s", flush=True)
+    return have
