@@ -1,0 +1,169 @@
+"""One evaluation, start to end: check the policies and the judges, select the held-out
+prompts (de-duplicated, contamination removed, length-checked, `--limit`), generate and
+score, then write eval.json, report.md, chart.png and answers.parquet."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluation import contamination as cont
+from evaluation.capability import reference_logliks
+from evaluation.generate import Policy, PolicyError, check_policy, ensure_answers
+from evaluation.judges import export_blind, format_validation, judge_all, load_human_labels, validate_judges
+from evaluation.metrics import compare, policy_metrics
+from evaluation.report import NOT_INDEPENDENT, write_outputs
+from evaluation.sets import EvalConfig, Row, limit_rows, load_set
+
+log = logging.getLogger(__name__)
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class Options:
+    policies: list[tuple[str, str]]  # (name, model reference); "base" among them
+    out: Path
+    train_configs: list[str] = field(default_factory=lambda: ["cluster_configs/cpu_smoke.yaml"])
+    train_prompts: str = "rows"
+    reward_model: str | None = None
+    limit: int | None = None
+    export_blind: int = 0
+
+
+def parse_policies(specs: list[str], base_default: str | None) -> list[tuple[str, str]]:
+    """`NAME=REF` or `REF` (named after its folder); `base` is added from `base_default` if missing."""
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        name, ref = spec.split("=", 1) if "=" in spec else (Path(spec.rstrip("/")).name, spec)
+        if not NAME.match(name):
+            raise PolicyError(f"--policy {spec!r}: name {name!r} must be letters, digits, '_', '-' or '.'")
+        if name in dict(out):
+            raise PolicyError(f"--policy {spec!r}: the name {name!r} is given twice")
+        out.append((name, ref))
+    if "base" not in dict(out):
+        if base_default is None:
+            raise PolicyError("no policy is named 'base': give --policy base=PATH (the model before training)")
+        out.insert(0, ("base", base_default))
+    return sorted(out, key=lambda p: p[0] != "base")
+
+
+def select_rows(cfg: EvalConfig, opts: Options, tokenizer) -> tuple[list[Row], dict, dict]:
+    """The prompts to evaluate, and per set what was left out and why."""
+    c = (cfg.contamination.shingle, cfg.contamination.near_duplicate, cfg.contamination.contained_min_shingles)
+    index, sources = cont.training_index(opts.train_configs, [opts.reward_model] if opts.reward_model else [],
+                                         opts.train_prompts, *c)
+    seen = cont.PromptIndex(*c)
+    rows, report = [], {}
+    for name, sc in cfg.sets.items():
+        info = {"kind": sc.kind, "path": str(cfg.data_path(sc.path)), "rows": 0, "training_exact": 0,
+                "training_near": 0, "training_sources": {}, "duplicate": 0, "duplicate_of": {}, "too_long": 0}
+        kept = []
+        set_rows = load_set(name, cfg)
+        info["rows"] = len(set_rows)
+        for r in set_rows:
+            m = index.find(r.prompt)
+            if m is not None:
+                info[f"training_{m.kind}"] += 1
+                info["training_sources"][m.source] = info["training_sources"].get(m.source, 0) + 1
+                continue
+            d = seen.find(r.prompt)
+            if d is not None:
+                info["duplicate"] += 1
+                info["duplicate_of"][d.source] = info["duplicate_of"].get(d.source, 0) + 1
+                continue
+            seen.add(r.prompt, name)
+            messages = [{"role": "user", "content": r.prompt}]
+            n_tok = len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+            if n_tok > cfg.generation.max_prompt_tokens:
+                info["too_long"] += 1
+                continue
+            kept.append(r)
+        info["held_out"] = len(kept)
+        kept = limit_rows(kept, opts.limit, cfg.seed)
+        info["evaluated"] = len(kept)
+        report[name] = info
+        rows += kept
+        print(f"set {name:<32} {info['rows']:>4} rows, {info['training_exact'] + info['training_near']:>4} in training, "
+              f"{info['duplicate']:>3} duplicates, {info['too_long']} too long -> {info['held_out']:>4} held out, "
+              f"{info['evaluated']:>4} evaluated", flush=True)
+    return rows, report, {"training_prompts": len(index), "sources": sources}
+
+
+def score_reward(folder: str, table: list[dict]) -> list[str]:
+    """Adds rm_<label> to every answer row; returns the labels."""
+    from reward_service import load_reward_model
+
+    rm = load_reward_model(folder, threads=2, device="cpu")
+    print(f"reward model {folder}: scoring {len(table)} answers (labels {rm.labels}; NOT independent)", flush=True)
+    scores = rm.score([r["prompt"] for r in table], [r["answer"] for r in table])
+    for i, r in enumerate(table):
+        for label in rm.labels:
+            r[f"rm_{label}"] = float(scores[label][i])
+    return list(rm.labels)
+
+
+def evaluate(cfg: EvalConfig, opts: Options) -> dict:
+    """Run the whole evaluation into `opts.out`; returns eval.json's content."""
+    from transformers import AutoTokenizer
+
+    t0 = time.time()
+    if opts.reward_model and not Path(opts.reward_model).is_dir():
+        raise FileNotFoundError(f"--reward-model {opts.reward_model}: no such folder")
+    policies: list[Policy] = [check_policy(n, ref) for n, ref in opts.policies]
+    texts, truth = load_human_labels(cfg)
+    validation = validate_judges(texts, truth)
+    print(format_validation(validation), flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(policies[0].path)
+    rows, set_report, sources = select_rows(cfg, opts, tokenizer)
+    if not rows:
+        raise ValueError("no prompt is left to evaluate after the contamination check (see the set lines above)")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    cap_rows = [r for r in rows if r.set == cfg.capability.set]
+    answers, logliks = {}, {}
+    for p in policies:
+        answers[p.name] = ensure_answers(p, rows, cfg.generation, opts.out)
+        logliks[p.name] = reference_logliks(p, cap_rows, cfg.capability.ref_max_tokens, cfg.generation.dtype, opts.out)
+    table = []
+    for p in policies:
+        got = [answers[p.name][r.id] for r in rows]
+        calls = judge_all([a["answer"] for a in got])
+        for i, (r, a) in enumerate(zip(rows, got)):
+            table.append({"policy": p.name, "set": r.set, "kind": r.kind, "id": r.id, "prompt": r.prompt,
+                          "answer": a["answer"], "tokens": a["tokens"], "truncated": a["truncated"],
+                          **{f"judge_{j}": calls[j][i] for j in calls}})
+    labels = score_reward(opts.reward_model, table) if opts.reward_model else []
+    by_policy = {p.name: [t for t in table if t["policy"] == p.name] for p in policies}
+    ll = {p.name: {r.id: logliks[p.name].get(r.id) for r in cap_rows} for p in policies}
+    s, seed = cfg.bootstrap_samples, cfg.seed
+    kinds = {name: sc.kind for name, sc in cfg.sets.items()}
+    result = {
+        "schema": "mogrpo-eval/1",
+        "settings": {"judge": cfg.judge, "generation": cfg.generation.model_dump(), "limit": opts.limit,
+                     "capability": cfg.capability.model_dump(), "bootstrap_samples": s, "seed": seed,
+                     "train_configs": opts.train_configs, "train_prompts": opts.train_prompts},
+        "policies": {p.name: {"path": str(p.path), "answers": len(by_policy[p.name]),
+                              **policy_metrics(by_policy[p.name], ll[p.name], cfg.judge, kinds, labels, s, seed)}
+                     for p in policies},
+        "comparisons": {p.name: compare(by_policy["base"], by_policy[p.name], ll["base"], ll[p.name], cfg.judge,
+                                        labels, s, seed) for p in policies if p.name != "base"},
+        "judges": validation,
+        "sets": set_report,
+        "contamination": {**sources,
+                          "left_out": {k: v["training_exact"] + v["training_near"] for k, v in set_report.items()},
+                          "duplicates_across_sets": {k: v["duplicate"] for k, v in set_report.items()}},
+        "reward_model": ({"path": str(opts.reward_model), "labels": labels, "independent": False,
+                          "note": NOT_INDEPENDENT} if labels else None),
+        "seconds": round(time.time() - t0, 1),
+    }
+    for name, comp in result["comparisons"].items():
+        result["policies"][name]["capability/ref_loglik_vs_base"] = comp["capability/ref_loglik"]
+    files = write_outputs(result, table, opts.out)
+    if opts.export_blind:
+        sheet, key = export_blind(table, opts.export_blind, seed, opts.out)
+        print(f"blinded sample for people to label: {sheet} (key: {key}); score it with\n"
+              f"  python -m evaluation score-sheet {sheet} --key {key}", flush=True)
+    print(f"wrote {', '.join(str(f) for f in files.values())} in {time.time() - t0:.0f} s", flush=True)
+    return result
