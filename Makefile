@@ -4,6 +4,7 @@
 #   make bench          benchmarks -> runs/bench/results.json
 #   make reward         train the multi-label reward model -> runs/reward-model
 #   make reward-eval    held-out metrics of runs/reward-model
+#   make eval           safety evaluation of policies -> runs/eval (ARGS='--policy trained=runs/<run>/final --limit 30')
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 VENV ?= .venv
@@ -43,6 +44,11 @@ reward: $(STAMP)
 
 reward-eval: $(STAMP)
 	$(PY) -m reward_service.evaluate --model $(REWARD_MODEL) $(ARGS)
+
+.PHONY: eval
+eval: $(STAMP)
+	$(PY) -m evaluation --config cluster_configs/eval_sets.yaml --out runs/eval \
+		$(if $(wildcard $(REWARD_MODEL)/reward_model.json),--reward-model $(REWARD_MODEL)) $(ARGS)
 
 clean:
 	rm -rf runs/local-smoke runs/bench
