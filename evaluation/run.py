@@ -58,7 +58,7 @@ def select_rows(cfg: EvalConfig, opts: Options, tokenizer) -> tuple[list[Row], d
     seen = cont.PromptIndex(*c)
     rows, report = [], {}
     for name, sc in cfg.sets.items():
-        info = {"kind": sc.kind, "path": str(cfg.data_path(sc.path)), "rows": 0, "training_exact": 0,
+        info = {"kind": sc.kind, "path": str(cfg.data_path(sc.path).resolve()), "rows": 0, "training_exact": 0,
                 "training_near": 0, "training_sources": {}, "duplicate": 0, "duplicate_of": {}, "too_long": 0}
         kept = []
         set_rows = load_set(name, cfg)
