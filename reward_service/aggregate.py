@@ -6,8 +6,11 @@ Modes (AggregationConfig.mode), all changeable without retraining:
                      (GDPO-style: r = sum_l w_l * (s_l - mean_g(s_l)) / (std_g(s_l) + eps)),
                      so a label whose scores barely vary inside a group cannot be drowned
                      by one with a wide spread, and vice versa.
-- safety_gate:       r = w_safety * s_safety + (sum_{l != safety} w_l * s_l  if s_safety >= threshold
-                                                 else gate_penalty)
+- safety_gate:       r = w_safety * s + (sum_{l != safety} w_l * s_l  if s >= threshold
+                                          else gate_penalty)
+                     where s = min(s_safety, 1 - s_harmful_request * (1 - s_refusal)) when the model
+                     has the `harmful_request` and `refusal` labels (the pair rule: not refusing a
+                     request that should be refused is unsafe), else s = s_safety.
                      Helpfulness counts only for a response judged safe; an unsafe one gets
                      `gate_penalty` (<= 0) in its place. With non-negative weights and scores
                      in [0, 1], every safe response outscores every unsafe one:
@@ -106,11 +109,25 @@ def group_normalized_sum(scores: Scores, weights: Mapping[str, float], group_ids
     return out
 
 
+def pair_safety(safety: np.ndarray, harmful_request: np.ndarray, refusal: np.ndarray) -> np.ndarray:
+    """min(safety, 1 - harmful_request * (1 - refusal)) -> [B]: a response is at most as safe
+    as the chance that it either refuses or answers a request that need not be refused."""
+    rule = 1.0 - np.asarray(harmful_request, dtype=np.float64) * (1.0 - np.asarray(refusal, dtype=np.float64))
+    return np.minimum(np.asarray(safety, dtype=np.float64), rule)
+
+
+def gate_safety(scores: Scores, config: AggregationConfig) -> np.ndarray:
+    """The safety the gate reads: the pair rule where the model has its labels, else the safety label."""
+    if config.request_label in scores and config.refusal_label in scores:
+        return pair_safety(scores[config.safety_label], scores[config.request_label], scores[config.refusal_label])
+    return np.asarray(scores[config.safety_label], dtype=np.float64)
+
+
 def safety_gate(scores: Scores, weights: Mapping[str, float], safety_label: str, threshold: float,
-                penalty: float) -> np.ndarray:
+                penalty: float, safety: np.ndarray | None = None) -> np.ndarray:
     """w_safety * safety, plus the other labels' weighted sum where safety >= threshold and
-    `penalty` elsewhere -> [B]."""
-    safety = np.asarray(scores[safety_label], dtype=np.float64)  # [B]
+    `penalty` elsewhere -> [B]. `safety` overrides the safety label's scores (the pair rule)."""
+    safety = np.asarray(scores[safety_label] if safety is None else safety, dtype=np.float64)  # [B]
     rest = weighted_sum(scores, weights, exclude=(safety_label,))  # [B]
     return weights.get(safety_label, 0.0) * safety + np.where(safety >= threshold, rest, penalty)
 
@@ -133,7 +150,8 @@ def combine(scores: Scores, config: AggregationConfig, group_ids: Sequence[int] 
                                    f"{'none' if group_ids is None else len(group_ids)}")
         out = group_normalized_sum(scores, config.weights, np.asarray(group_ids))
     elif config.mode == "safety_gate":
-        out = safety_gate(scores, config.weights, config.safety_label, config.safety_threshold, config.gate_penalty)
+        out = safety_gate(scores, config.weights, config.safety_label, config.safety_threshold, config.gate_penalty,
+                          safety=gate_safety(scores, config))
     else:  # pydantic's Literal keeps this unreachable; kept for a clear message if it grows
         raise AggregationError(f"unknown aggregation mode {config.mode!r}")
     if config.length_penalty > 0:

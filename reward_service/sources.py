@@ -108,6 +108,8 @@ def read_xstest(path: Path) -> list[Example]:
     Unsafe prompt: safety 1 for a full or partial refusal, 0 for full compliance.
     Safe prompt: actionability 1 / 0.5 / 0 for full compliance / partial / full refusal,
     and safety 1 (answering or declining a benign request harms no one).
+    Every row: harmful_request 1 / 0 for an unsafe / safe prompt, and refusal 0 / 0.5 / 1
+    for full compliance / partial / full refusal.
     """
     strmatch = {}
     auto = path / "automated_labels_merged.csv"
@@ -123,11 +125,11 @@ def read_xstest(path: Path) -> list[Example]:
             label = r["final_label"]
             if label not in (COMPLIANCE, *REFUSAL_LABELS):
                 raise DataError(f"{file}: row {r['id']} has final_label {label!r}")
+            refusal = {COMPLIANCE: 0.0, "3_partial_refusal": 0.5, "2_full_refusal": 1.0}[label]
             if unsafe:
-                targets = {"safety": 0.0 if label == COMPLIANCE else 1.0}
+                targets = {"safety": 0.0 if label == COMPLIANCE else 1.0, "harmful_request": 1.0, "refusal": refusal}
             else:
-                act = {COMPLIANCE: 1.0, "3_partial_refusal": 0.5, "2_full_refusal": 0.0}[label]
-                targets = {"actionability": act, "safety": 1.0}
+                targets = {"actionability": 1.0 - refusal, "safety": 1.0, "harmful_request": 0.0, "refusal": refusal}
             meta = {"prompt_label": "unsafe" if unsafe else "safe", "final_label": label, "model": model,
                     "strmatch_label": strmatch.get((model, r["id"]), "")}
             out.append(Example("xstest", r["id"], r["prompt"], r["completion"] or "", targets, meta))
@@ -152,11 +154,12 @@ def read_hh_rlhf(path: Path) -> list[Pair]:
 
 
 def read_safety_tuned_llamas(path: Path) -> list[Example]:
-    """Safe replies (mostly refusals) to harmful instructions: safety 1."""
+    """Safe replies (mostly refusals) to harmful instructions: safety 1, harmful_request 1."""
     rows = json.loads(_need(path).read_text())
     _columns(rows, ("instruction", "output"), path)
     return [
-        Example("safety_tuned_llamas", r["instruction"], _join(r["instruction"], r.get("input")), r["output"], {"safety": 1.0})
+        Example("safety_tuned_llamas", r["instruction"], _join(r["instruction"], r.get("input")), r["output"],
+                {"safety": 1.0, "harmful_request": 1.0})
         for r in rows
     ]
 
@@ -173,7 +176,8 @@ def read_openai_moderation(path: Path) -> list[Example]:
 
 
 def read_alpaca_eval(path: Path) -> list[Example]:
-    """AlpacaEval: GPT-4-turbo reference answers are actionable (1) and safe (1); every
+    """AlpacaEval: GPT-4-turbo reference answers are actionable (1), safe (1), answers (refusal 0)
+    to a benign request (harmful_request 0); every
     compared answer gets meaningfulness = its mean probability of being preferred
     (preference p in [1, 2]: output_2 wins with p - 1, output_1 with 2 - p)."""
     ref_file = path / "eval_set_805_with_gpt4_1106_preview_outputs.jsonl"
@@ -194,7 +198,7 @@ def read_alpaca_eval(path: Path) -> list[Example]:
     out = []
     for r in refs:
         key = (r["instruction"], r["output"])
-        targets = {"actionability": 1.0, "safety": 1.0}
+        targets = {"actionability": 1.0, "safety": 1.0, "harmful_request": 0.0, "refusal": 0.0}
         if key in wins:
             targets["meaningfulness"] = _mean(wins.pop(key))
         out.append(Example("alpaca_eval", r["instruction"], r["instruction"], r["output"], targets, {"generator": "gpt4_1106_preview"}))
@@ -209,12 +213,13 @@ def _mean(values: list[float]) -> float:
 
 
 def read_alpaca_seed(path: Path) -> list[Example]:
-    """Alpaca's 175 human-written seed tasks: the written answer is meaningful (1)."""
+    """Alpaca's 175 human-written seed tasks: the written answer is meaningful (1), an answer
+    (refusal 0) to a benign request (harmful_request 0)."""
     out = []
     for r in _read_jsonl(path):
         for i, inst in enumerate(r["instances"]):
             out.append(Example("alpaca_seed", r["id"], _join(r["instruction"], inst.get("input")), inst["output"],
-                               {"meaningfulness": 1.0}, {"instance": str(i)}))
+                               {"meaningfulness": 1.0, "harmful_request": 0.0, "refusal": 0.0}, {"instance": str(i)}))
     return out
 
 

@@ -9,7 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from mogrpo.config.base import Section
 
-DEFAULT_LABELS = ("safety", "actionability", "meaningfulness", "politeness")
+DEFAULT_LABELS = ("safety", "actionability", "meaningfulness", "politeness", "harmful_request", "refusal")
+"""The paper's four alignment axes, plus two labels the safety gate combines by a rule: whether the request
+should be refused, and whether the answer refuses (reward_service/aggregate.py)."""
 
 
 class AggregationConfig(Section):
@@ -20,6 +22,12 @@ class AggregationConfig(Section):
     """Weight of each label; every key must be a label of the reward model."""
     safety_label: str = "safety"
     """The label the safety gate reads."""
+    request_label: str = "harmful_request"
+    """safety_gate: with `refusal_label`, where the reward model has both labels the gate reads
+    min(safety, 1 - harmful_request * (1 - refusal)): an answer that does not refuse a request that should
+    be refused is unsafe, whatever the safety label says. Models without them gate on safety alone."""
+    refusal_label: str = "refusal"
+    """safety_gate: the label saying the answer refuses (see `request_label`)."""
     safety_threshold: float = Field(0.5, ge=0, le=1)
     """safety_gate: below this safety score the other labels do not count and `gate_penalty` takes their place."""
     gate_penalty: float = Field(-1.0, le=0)

@@ -24,11 +24,13 @@ from reward_service.direction import EVAL_REFUSALS
 
 def test_answer_targets():
     # harmful: only a refusal is safe; actionability is not asked for (it would reward compliance)
-    assert answer_targets("harmful", refused=True) == {"safety": 1.0}
-    assert answer_targets("harmful", refused=False) == {"safety": 0.0}
+    assert answer_targets("harmful", refused=True) == {"safety": 1.0, "harmful_request": 1.0, "refusal": 1.0}
+    assert answer_targets("harmful", refused=False) == {"safety": 0.0, "harmful_request": 1.0, "refusal": 0.0}
     # benign: any answer is safe; refusing is not actionable
-    assert answer_targets("benign", refused=True) == {"safety": 1.0, "actionability": 0.0}
-    assert answer_targets("benign", refused=False) == {"safety": 1.0, "actionability": 1.0}
+    assert answer_targets("benign", refused=True) == {"safety": 1.0, "actionability": 0.0, "harmful_request": 0.0,
+                                                      "refusal": 1.0}
+    assert answer_targets("benign", refused=False) == {"safety": 1.0, "actionability": 1.0, "harmful_request": 0.0,
+                                                       "refusal": 0.0}
 
 
 def test_training_and_evaluation_refusals_differ():
@@ -47,7 +49,7 @@ def test_harmful_requests_on_shared_data(shared_data):
     assert kinds[("refusal", 1.0)] >= 2 * len(requests)  # two written refusals each, plus HarmBench's safe replies
     assert all(e.split_source == "request" and e.key == normalise_prompt(e.prompt) for e in rows)
     benign = read_benign_refusals(shared_data / "harmbench_advbench/refusal_direction/harmless_train.json")
-    assert all(e.targets == {"safety": 1.0, "actionability": 0.0} for e in benign[:50])
+    assert all(e.targets == answer_targets("benign", refused=True) for e in benign[:50])
 
 
 def test_evaluation_prompts_are_held_out(shared_data, tmp_path):

@@ -11,6 +11,7 @@ from reward_service.aggregate import (
     combine,
     group_normalize,
     length_penalty,
+    pair_safety,
     safety_gate,
     weighted_sum,
 )
@@ -84,6 +85,22 @@ def test_safety_gate_helpfulness_cannot_buy_back_an_unsafe_answer():
     assert weighted_sum(scores, weights) == pytest.approx([2.95, 0.75])
     gate = AggregationConfig(mode="safety_gate", weights=weights, safety_threshold=0.5, gate_penalty=-1.0)
     assert combine(scores, gate) == pytest.approx([-0.55, 0.75])
+
+
+def test_pair_rule_gates_compliance_with_a_harmful_request():
+    # Three answers, all rated safe by the safety label (0.9):
+    #   0: complies (refusal .1) with a harmful request (.95): rule 1 - .95 * .9 = 0.145 -> min 0.145, unsafe
+    #   1: refuses (.9) a harmful request (.95):               rule 1 - .95 * .1 = 0.905 -> min 0.9, safe
+    #   2: answers (refusal .1) a benign request (.1):         rule 1 - .1 * .9 = 0.91   -> min 0.9, safe
+    scores = {"safety": np.array([0.9, 0.9, 0.9]), "actionability": np.array([1.0, 0.0, 1.0]),
+              "harmful_request": np.array([0.95, 0.95, 0.1]), "refusal": np.array([0.1, 0.9, 0.1])}
+    assert pair_safety(scores["safety"], scores["harmful_request"], scores["refusal"]) == pytest.approx([0.145, 0.9, 0.9])
+    gate = AggregationConfig(mode="safety_gate", weights={"safety": 1.0, "actionability": 1.0})
+    # 0: 0.145 - 1 = -0.855; 1: 0.9 + 0 = 0.9; 2: 0.9 + 1 = 1.9
+    assert combine(scores, gate) == pytest.approx([-0.855, 0.9, 1.9])
+    # a model without the two labels gates on its safety label alone: all three pass
+    plain = {k: v for k, v in scores.items() if k in ("safety", "actionability")}
+    assert combine(plain, gate) == pytest.approx([1.9, 0.9, 1.9])
 
 
 def test_gate_penalty_must_not_reward_unsafe_answers():
