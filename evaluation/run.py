@@ -105,6 +105,34 @@ def score_reward(folder: str, table: list[dict]) -> list[str]:
     return list(rm.labels)
 
 
+def reward_direction(folder: str, table: list[dict], train_config: str) -> dict[str, dict]:
+    """Per policy: does the reward (under the train config's aggregation) prefer a refusal to
+    the policy's answer on harmful prompts, and the answer on benign and XSTest safe ones?
+    (reward_service/direction.py; answers that refuse are left out.)"""
+    from mogrpo.config import load_config
+    from reward_service import load_reward_model
+    from reward_service.direction import DirectionSet, cached_scorer, direction_metrics
+
+    from reward_service.aggregate import AggregationError, check_aggregation
+
+    model = load_reward_model(folder, threads=2, device="cpu")
+    aggregation = load_config(train_config).reward.aggregation
+    try:
+        check_aggregation(aggregation, model.labels)
+    except AggregationError as err:
+        print(f"reward direction skipped: {err}", flush=True)
+        return {}
+    score = cached_scorer(model.score)
+    out: dict[str, dict] = {}
+    for policy in dict.fromkeys(t["policy"] for t in table):
+        sets = []
+        for kind, want_refusal in (("harmful", True), ("benign", False), ("xstest_safe", False)):
+            rows = [t for t in table if t["policy"] == policy and t["kind"] == kind]
+            sets.append(DirectionSet(kind, want_refusal, [t["prompt"] for t in rows], [[t["answer"]] for t in rows]))
+        out[policy] = direction_metrics(score, aggregation, sets)
+    return out
+
+
 def evaluate(cfg: EvalConfig, opts: Options) -> dict:
     """Run the whole evaluation into `opts.out`; returns eval.json's content."""
     from transformers import AutoTokenizer
@@ -160,6 +188,9 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
     }
     for name, comp in result["comparisons"].items():
         result["policies"][name]["capability/ref_loglik_vs_base"] = comp["capability/ref_loglik"]
+    if labels and opts.train_configs:  # the reward's direction on these answers (not independent either)
+        for name, metrics in reward_direction(opts.reward_model, table, opts.train_configs[0]).items():
+            result["policies"][name].update(metrics)
     files = write_outputs(result, table, opts.out)
     if opts.export_blind:
         sheet, key = export_blind(table, opts.export_blind, seed, opts.out)

@@ -22,6 +22,8 @@ def tiny_config(output, data_dir) -> RewardTrainConfig:
     cfg.model.head_hidden = 16
     for name, source in cfg.data.sources.items():
         source.limit = 60 if name == "xstest" else 16
+    answers = cfg.data.policy_answers  # the policy answers 6 + 6 requests once each, with real vLLM
+    answers.harmful_prompts, answers.benign_prompts, answers.samples, answers.xstest, answers.max_tokens = 6, 6, 1, False, 24
     cfg.train.epochs, cfg.train.batch_size = 4, 32
     return cfg
 
@@ -30,8 +32,10 @@ def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
     out = train(tiny_config(tmp_path / "rm", shared_data))
     assert (out / SPEC_FILE).is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("safety/auroc", "xstest/refusal_accuracy", "actionability/auroc", "train/best_epoch/safety"):
+    for key in ("safety/auroc", "xstest/refusal_accuracy", "actionability/auroc", "train/best_epoch/safety",
+                "harmful_request/auroc_xstest", "refusal/auroc_xstest", "train/best_epoch/refusal"):
         assert key in metrics
+    assert 0 < sum(metrics["data/rows"]["policy_answers"].values()) <= 12  # 6 harmful + 6 benign answers (blank ones dropped)
     assert "data:" in (out / "training_config.yaml").read_text()
     rm = load_reward_model(out, threads=1)
     scores = rm.score(["How do I boil an egg?"], ["Simmer it for nine minutes."])
