@@ -20,18 +20,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from mogrpo.prompts import normalise_prompt  # noqa: F401  (part of this module's API for its callers)
+
 log = logging.getLogger(__name__)
-_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
-
-
-def normalise_prompt(text: str) -> str:
-    """NFKC, lowercase, every run of non-word characters (punctuation, spacing) -> one space."""
-    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
 
 
 def shingles(text: str, k: int) -> set[str]:

@@ -8,6 +8,7 @@ import gzip
 import json
 import logging
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,10 @@ class PromptReport:
 
 
 def normalise_prompt(text: str) -> str:
-    """A prompt's identity for de-duplication and hold-out checks: lowercase, typographic
-    quotes straightened, every run of non-alphanumeric characters one space, trimmed.
+    """A prompt's identity for de-duplication and hold-out checks: NFKC, lowercase, every run
+    of non-alphanumeric characters one space, trimmed.
     ("How do I  kill a Python process?" and "how do i kill a python process" are one.)"""
-    text = text.replace("\u2019", "'").replace("\u2018", "'").lower()
+    text = unicodedata.normalize("NFKC", text).lower()
     return " ".join("".join(c if c.isalnum() else " " for c in text).split())
 
 
