@@ -18,6 +18,7 @@ from pathlib import Path
 
 from evaluation.sets import GenerationConfig, Row
 from mogrpo.atomic import atomic_write_text
+from mogrpo.generation import model_fingerprint as fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,6 @@ class Policy:
     name: str
     ref: str
     path: Path
-
-
-def fingerprint(path: Path) -> str:
-    """Names, sizes and mtimes of the weight and config files of a model folder."""
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
-    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
 
 
 def check_policy(name: str, ref: str) -> Policy:

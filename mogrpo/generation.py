@@ -39,14 +39,15 @@ class AnswerSettings:
     max_model_len: int = 512
 
 
-def _policy_fingerprint(path: Path) -> str:
+def model_fingerprint(path: Path) -> str:
+    """Names, sizes and mtimes of the weight and config files of a model folder."""
     files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
     return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
 
 
 def cache_key(policy: Path, prompts: Sequence[str], settings: AnswerSettings) -> str:
     h = hashlib.sha256()
-    for part in (str(policy.resolve()), _policy_fingerprint(policy), json.dumps(asdict(settings), sort_keys=True),
+    for part in (str(policy.resolve()), model_fingerprint(policy), json.dumps(asdict(settings), sort_keys=True),
                  *prompts):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\x00")

