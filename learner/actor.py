@@ -100,7 +100,7 @@ class LearnerWorker:
     def train_step(self, batch: RolloutBatch) -> dict[str, float]:
         """One GRPO update on this rank's share of a scored rollout batch (whole groups).
 
-        1. Pad the batch into tensors.
+        1. Pad the batch into tensors (written responses get the current policy's log-probs).
         2. Reference log-probs (no grad), if the KL coefficient is non-zero.
         3. Shape rewards (overlong penalty, KL in reward) and take group advantages.
         4. Old log-probs: the current policy's own (single pass, free), recomputed, or vLLM's.
@@ -109,8 +109,12 @@ class LearnerWorker:
         """
         cfg, loss_cfg = self.cfg, self.cfg.loss
         t0 = time.perf_counter()
-        # 1. tensors
+        # 1. tensors; a written response's "sampler" is taken to be the current policy
         data = to_tensors(batch).to(self.engine.device)
+        if data.written.any():
+            written = torch.nonzero(data.written).squeeze(1)
+            part = data.rows(written)
+            data.behaviour_logp[written, : part.mask.shape[1]] = self._logprobs_no_grad(part, reference=False) * part.mask
         # 2. reference
         ref_logp = self._logprobs_no_grad(data, reference=True) if loss_cfg.kl_coef > 0 else None  # [B, T]
         # 3. rewards -> advantages

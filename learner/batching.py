@@ -25,6 +25,7 @@ class TrainTensors:
     rewards: Tensor  # [B] float32
     group_ids: Tensor  # [B] int64
     truncated: Tensor  # [B] bool, finish reason "length"
+    written: Tensor  # [B] bool, written into the group, not sampled (behaviour_logp holds 0s)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -46,6 +47,7 @@ class TrainTensors:
             self.rewards[index],
             self.group_ids[index],
             self.truncated[index],
+            self.written[index],
         )
 
 
@@ -79,6 +81,7 @@ def to_tensors(batch: RolloutBatch) -> TrainTensors:
         rewards=torch.tensor(np.array(batch.rewards if batch.has_rewards else np.zeros(n), dtype=np.float32)),
         group_ids=torch.tensor(np.array(batch.group_ids, dtype=np.int64)),
         truncated=torch.tensor([f == "length" for f in batch.column("finish_reason")]),
+        written=torch.tensor(batch.written),
     )
 
 

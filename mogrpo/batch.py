@@ -24,6 +24,9 @@ ROLLOUT_SCHEMA = pa.schema(
         ("response_logprobs", pa.list_(pa.float32())),  # behaviour log-prob of each sampled token
         ("finish_reason", pa.string()),  # "stop" (eos) or "length" (truncated)
         ("policy_version", pa.int64()),  # weights version that sampled this response
+        # True for a response written into the group (`rollout.written_refusals`), not sampled:
+        # its log-probs are 0 placeholders; the learner uses its own (null reads as False).
+        ("written", pa.bool_()),
     ]
 )
 REWARD_COLUMN = "reward"
@@ -56,11 +59,6 @@ class RewardScores:
     @property
     def labels(self) -> list[str]:
         return list(self.per_label)
-
-    def means(self) -> dict[str, float]:
-        out = {f"{LABEL_PREFIX}{k}": float(np.mean(v)) for k, v in self.per_label.items()}
-        out[f"{REWARD_COLUMN}/mean"] = float(np.mean(self.combined))
-        return out
 
 
 @dataclass(frozen=True)
@@ -98,6 +96,11 @@ class RolloutBatch:
         return self.numpy("group_id")
 
     @property
+    def written(self) -> np.ndarray:
+        """[B] bool: rows written into their group rather than sampled."""
+        return pc.fill_null(self.table.column("written"), False).to_numpy(zero_copy_only=False).astype(bool)
+
+    @property
     def num_groups(self) -> int:
         return len(pc.unique(self.table.column("group_id")))
 
@@ -122,9 +125,6 @@ class RolloutBatch:
             table = _set_column(table, LABEL_PREFIX + label, np.asarray(values, np.float32))
         table = _set_column(table, REWARD_COLUMN, np.asarray(scores.combined, np.float32))
         return RolloutBatch(table)
-
-    def with_column(self, name: str, values: np.ndarray) -> RolloutBatch:
-        return RolloutBatch(_set_column(self.table, name, values))
 
     def take(self, indices: Sequence[int] | np.ndarray) -> RolloutBatch:
         return RolloutBatch(self.table.take(pa.array(np.asarray(indices, dtype=np.int64))))
@@ -181,3 +181,5 @@ class SamplingSettings:
     top_p: float = 1.0
     top_k: int = -1
     seed: int | None = None
+    written_responses: tuple[str, ...] = ()  # texts put into groups in place of samples
+    written_per_group: int = 0  # each group: group_size - this sampled + this many written

@@ -36,6 +36,22 @@ SUBSTRING_PHRASES = (
 
 SUBSTRING_WINDOW = 200
 
+WRITTEN_REFUSALS = (
+    "I'm sorry, but I can't help with that.",
+    "I can't assist with this request because it could cause real harm.",
+    "Sorry, I won't provide instructions for that.",
+    "I cannot help with that. It is illegal and could hurt people.",
+    "I'm not able to help with this. If someone is in danger, please contact local emergency services.",
+    "As an AI assistant, I must decline this request.",
+    "No. I won't help with something that could harm others.",
+    "I apologize, but I cannot provide that information.",
+    "That's not something I can help with. Is there something else I can do for you?",
+    "I'm unable to do that, as it could be used to hurt someone.",
+)
+"""Refusals written for this repo: reward-model training pairs them with requests, and
+rollouts may put them into groups (`rollout.written_refusals`). The reward's direction
+check (`reward_service/direction.py`) measures with other phrasings."""
+
 
 def normalise(text: str) -> str:
     """Lowercase, strip, and straighten typographic apostrophes and quotes."""

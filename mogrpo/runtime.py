@@ -19,11 +19,14 @@ def has_gpu() -> bool:
 # weight sync (vLLM's materialised layers, repacked GEMM weights, the 57 MB embedding)
 # page-faults its memory in again; on a small VM that costs more than the wire itself.
 # Serve everything from the heap and keep up to 1 GiB of freed memory for reuse.
+# Not for the learner: its activations change shape every micro-batch and fragment such a
+# heap (+1-2 GiB a step at 64 responses a step, until Ray's OOM killer ends the run).
 CPU_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
-def worker_env(omp_threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables for an actor process (Ray runtime_env `env_vars`)."""
+def worker_env(omp_threads: int, extra: dict[str, str] | None = None, heap_malloc: bool = True) -> dict[str, str]:
+    """Environment variables for an actor process (Ray runtime_env `env_vars`); on CPU,
+    `heap_malloc` serves memory from a heap that keeps what is freed (`CPU_MALLOC_ENV`)."""
     env = {
         "OMP_NUM_THREADS": str(omp_threads),
         "MKL_NUM_THREADS": str(omp_threads),
@@ -39,7 +42,8 @@ def worker_env(omp_threads: int, extra: dict[str, str] | None = None) -> dict[st
     }
     if not has_gpu():
         env["DS_ACCELERATOR"] = "cpu"
-        env.update(CPU_MALLOC_ENV)
+        if heap_malloc:
+            env.update(CPU_MALLOC_ENV)
     env.update(extra or {})
     return env
 

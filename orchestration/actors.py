@@ -41,13 +41,13 @@ def _where() -> dict:
     return {"ip": node_ip(), "port": free_port()}
 
 
-def _options(pg, bundle: int, bundle_resources: dict, omp_threads: int, extra_env: dict | None = None, name: str = ""):
+def _options(pg, bundle: int, bundle_resources: dict, omp_threads: int, extra_env: dict | None = None,
+             heap_malloc: bool = True):
     return {
         "num_cpus": bundle_resources["CPU"],
         "num_gpus": bundle_resources.get("GPU", 0),
         "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle),
-        "runtime_env": {"env_vars": worker_env(omp_threads, extra_env)},
-        "name": name or None,
+        "runtime_env": {"env_vars": worker_env(omp_threads, extra_env, heap_malloc)},
         "max_restarts": 0,
     }
 
@@ -99,7 +99,8 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
 
     n_learners = cfg.learner.num_workers
     learners = [
-        ray.remote(LearnerWorker).options(**_options(pg, b, placement.bundles[b], cfg.learner.omp_threads)).remote(
+        ray.remote(LearnerWorker).options(**_options(pg, b, placement.bundles[b], cfg.learner.omp_threads,
+                                                     heap_malloc=False)).remote(
             str(policy_path),
             cfg.learner,
             rank=rank,

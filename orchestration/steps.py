@@ -28,6 +28,8 @@ def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSet
         top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k,
         seed=(cfg.seed * 100_003 + step) * 31 + round_,
+        written_responses=tuple(cfg.rollout.written_refusal_texts) if cfg.rollout.written_refusals else (),
+        written_per_group=cfg.rollout.written_refusals,
     )
 
 
@@ -137,17 +139,37 @@ def held_out_refusals(actors, prompts: list[Prompt], max_new_tokens: int, versio
 
 
 def step_metrics(batch: RolloutBatch, train: dict, labels: list[str], tags: list[str]) -> dict:
-    lengths = np.array([len(t) for t in batch.column("response_token_ids")])
+    """Rollout statistics of the sampled responses (written ones apart), and the learner's."""
+    written = batch.written
+    sampled = batch.take(np.flatnonzero(~written)) if written.any() else batch
+    lengths = np.array([len(t) for t in sampled.column("response_token_ids")])
     return {
-        **refusal_metrics(batch, tags),
-        "reward/mean": float(np.mean(batch.rewards)),
-        "reward/std": float(np.std(batch.rewards)),
-        **{f"reward/{label}": float(np.mean(batch.numpy(f"reward/{label}"))) for label in labels},
+        **refusal_metrics(sampled, tags),
+        "reward/mean": float(np.mean(sampled.rewards)),
+        "reward/std": float(np.std(sampled.rewards)),
+        **{f"reward/{label}": float(np.mean(sampled.numpy(f"reward/{label}"))) for label in labels},
         "response_len/mean": float(lengths.mean()),
         "response_len/max": int(lengths.max()),
-        "response/truncated_frac": float(np.mean([f == "length" for f in batch.column("finish_reason")])),
+        "response/truncated_frac": float(np.mean([f == "length" for f in sampled.column("finish_reason")])),
+        **(written_metrics(batch, tags) if written.any() else {}),
         **train,
     }
+
+
+def written_metrics(batch: RolloutBatch, tags: list[str]) -> dict:
+    """How the reward rates the written refusals against the samples of their group:
+    `written/margin` (its reward minus the group's sampled mean) and `written/preferred`
+    (share of written refusals above that mean), in all and per prompt tag."""
+    written, rewards, groups = batch.written, batch.rewards, batch.group_ids
+    sampled_mean = {g: rewards[(groups == g) & ~written].mean() for g in np.unique(groups)}
+    rows = np.flatnonzero(written)
+    margin = np.array([rewards[i] - sampled_mean[groups[i]] for i in rows])  # [W]
+    tag = np.array([tags[i] for i in batch.numpy("prompt_id")[rows]])  # [W]
+    out = {"written/margin": float(margin.mean()), "written/preferred": float((margin > 0).mean())}
+    for t in sorted(set(tag.tolist()) - {""}):
+        out[f"written/margin/{t}"] = float(margin[tag == t].mean())
+        out[f"written/preferred/{t}"] = float((margin[tag == t] > 0).mean())
+    return out
 
 
 def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch) -> None:

@@ -30,7 +30,7 @@ EVAL_REFUSALS = (
     "Sorry, but I can't provide that.",
     "I must decline to help with that.",
 )
-"""Refusal phrasings of the direction check, disjoint from the training refusals."""
+"""Refusal phrasings of the direction check, disjoint from `mogrpo.refusal.WRITTEN_REFUSALS`."""
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], Mapping[str, np.ndarray]]  # (prompts, responses) -> label -> [N]
 

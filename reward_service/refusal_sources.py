@@ -28,24 +28,11 @@ from pathlib import Path
 
 from mogrpo.config.reward import HoldoutFile, PolicyAnswersConfig
 from mogrpo.prompts import normalise_prompt
-from mogrpo.refusal import JUDGES
+from mogrpo.refusal import JUDGES, WRITTEN_REFUSALS
 from reward_service.sources import DataError, Example, _need, _read_csv, _read_jsonl
 
 log = logging.getLogger(__name__)
 
-TRAINING_REFUSALS = (
-    "I'm sorry, but I can't help with that.",
-    "I can't assist with this request because it could cause real harm.",
-    "Sorry, I won't provide instructions for that.",
-    "I cannot help with that. It is illegal and could hurt people.",
-    "I'm not able to help with this. If someone is in danger, please contact local emergency services.",
-    "As an AI assistant, I must decline this request.",
-    "No. I won't help with something that could harm others.",
-    "I apologize, but I cannot provide that information.",
-    "That's not something I can help with. Is there something else I can do for you?",
-    "I'm unable to do that, as it could be used to hurt someone.",
-)
-"""Refusals written for training. `reward_service/direction.py` measures with other phrasings."""
 
 REQUEST_SPLIT = "request"
 HARMBENCH_VAL = "behavior_datasets/harmbench_behaviors_text_val.csv"
@@ -122,7 +109,7 @@ def _request_example(source: str, prompt: str, response: str, targets: dict[str,
 
 def _refusal_for(prompt: str, k: int = 0) -> str:
     """A training refusal chosen by the prompt (stable across runs), the k-th after it."""
-    return TRAINING_REFUSALS[(sum(map(ord, prompt)) + k) % len(TRAINING_REFUSALS)]
+    return WRITTEN_REFUSALS[(sum(map(ord, prompt)) + k) % len(WRITTEN_REFUSALS)]
 
 
 def read_harmful_requests(harmbench_dir: Path) -> list[Example]:

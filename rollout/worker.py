@@ -89,7 +89,8 @@ class RolloutWorker:
 
     def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
                  expected_version: int | None = None) -> RolloutBatch:
-        """Sample `sampling.group_size` responses per prompt; group ids count from `first_group_id`.
+        """Sample `sampling.group_size` responses per prompt (less `written_per_group`, which
+        are taken in turn from `written_responses`); group ids count from `first_group_id`.
         With `expected_version`, refuse to generate from other weights (a missed update)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -98,7 +99,7 @@ class RolloutWorker:
             raise StaleWeightsError(f"{self.name} holds policy version {self.version}, expected {expected_version}")
 
         params = SamplingParams(
-            n=sampling.group_size,
+            n=sampling.group_size - sampling.written_per_group,
             max_tokens=sampling.max_new_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -126,9 +127,25 @@ class RolloutWorker:
                         "response_logprobs": logprobs,
                         "finish_reason": sample.finish_reason or "stop",
                         "policy_version": self.version,
+                        "written": False,
                     }
                 )
+            rows += self._written_rows(rows[-1], sampling, first_group_id + g)
         return RolloutBatch.from_rows(rows)
+
+    def _written_rows(self, sampled: dict, sampling: SamplingSettings, group_id: int) -> list[dict]:
+        """The group's written responses, tokenised as the policy would emit them (text, then
+        end of sequence); which texts rotates with the group and the step's seed."""
+        texts = sampling.written_responses
+        tokenizer = self.llm.get_tokenizer()
+        first = group_id * sampling.written_per_group + (sampling.seed or 0)
+        rows = []
+        for k in range(sampling.written_per_group):
+            text = texts[(first + k) % len(texts)]
+            token_ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+            rows.append({**sampled, "response": text, "response_token_ids": token_ids,
+                         "response_logprobs": [0.0] * len(token_ids), "finish_reason": "stop", "written": True})
+        return rows
 
     def init_weight_sync(self, endpoint: SyncEndpoint, rank_offset: int) -> None:
         """Join the learner's sync group (blocks until every member has joined); a worker

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mogrpo.config.base import Section
+from mogrpo.refusal import WRITTEN_REFUSALS
 
 DType = Literal["auto", "bfloat16", "float32", "float16"]
 
@@ -87,6 +88,24 @@ class RolloutConfig(Section):
     max_restarts: int = Field(2, ge=0)
     """Rollout workers that die are replaced, re-joined to the weight-sync group and brought
     to the current policy, at most this many times in a run (0: a dead worker ends the run)."""
+    written_refusals: int = Field(0, ge=0)
+    """Refusal exploration: in every group, this many of the `group_size` responses are a
+    written refusal (from `written_refusal_texts`, in turn) instead of a sample. The reward
+    decides what it is worth: above the samples for a harmful request, below a helpful
+    answer for a benign one; the learner trains on it like a sample whose sampler was the
+    current policy. For a policy that almost never samples a refusal, GRPO otherwise has
+    nothing to prefer. 0 turns it off."""
+    written_refusal_texts: list[str] = Field(default_factory=lambda: list(WRITTEN_REFUSALS), min_length=1)
+    """Refusals that `written_refusals` puts into groups."""
+
+    @model_validator(mode="after")
+    def _some_sampled(self):
+        if self.written_refusals >= self.group_size:
+            raise ValueError(f"rollout.written_refusals: {self.written_refusals} leaves no sampled response in a "
+                             f"group of rollout.group_size={self.group_size}; expected at most {self.group_size - 1}")
+        if any(not t.strip() for t in self.written_refusal_texts):
+            raise ValueError("rollout.written_refusal_texts: holds an empty text")
+        return self
 
 
 class WeightSyncConfig(Section):

@@ -16,7 +16,7 @@ from mogrpo.runtime import free_port, worker_env
 pytestmark = pytest.mark.slow
 
 
-def scored_batch(groups=2, size=4, seed=0) -> RolloutBatch:
+def scored_batch(groups=2, size=4, seed=0, written=False, logprob=-10.8) -> RolloutBatch:
     g = torch.Generator().manual_seed(seed)
     rows = []
     for gid in range(groups):
@@ -24,8 +24,9 @@ def scored_batch(groups=2, size=4, seed=0) -> RolloutBatch:
         for k in range(size):
             response = torch.randint(10, 1000, (3 + k,), generator=g).tolist()
             rows.append(dict(group_id=gid, prompt_id=gid, prompt="p", prompt_token_ids=prompt, response="r",
-                             response_token_ids=response, response_logprobs=[-10.8] * len(response),
-                             finish_reason="stop" if k < size - 1 else "length", policy_version=0))
+                             response_token_ids=response, response_logprobs=[logprob] * len(response),
+                             finish_reason="stop" if k < size - 1 else "length", policy_version=0,
+                             written=written and k == size - 1))
     rewards = np.arange(groups * size, dtype=np.float32) % size  # distinct within each group
     return RolloutBatch.from_rows(rows).with_rewards(RewardScores({"r": rewards}, rewards))
 
@@ -108,3 +109,17 @@ def test_two_data_parallel_ranks_stay_identical(ray_local, stage):
         ray.kill(h)
     assert all(np.isfinite(m["loss"]) for m in metrics)
     np.testing.assert_allclose(np.concatenate(after[0]), np.concatenate(after[1]), atol=1e-6)
+
+
+def test_written_responses_take_the_policys_own_logprobs(ray_local):
+    # vLLM's log-probs (-3 here) are the behaviour of sampled rows; a written row has none,
+    # so the learner's own stand in: the gap between old and behaviour log-probs is 0 there.
+    learner = start(LearnerConfig(dtype="float32", lr=1e-9))  # the weights barely move between the two
+    gaps = [ray.get(learner.train_step.remote(scored_batch(written=w, logprob=-3.0)))["logp_gap"] for w in (False, True)]
+    ray.kill(learner)
+    batch = scored_batch()
+    written_share = sum(len(t) for t, w in zip(batch.column("response_token_ids"), scored_batch(written=True).written) if w) \
+        / sum(len(t) for t in batch.column("response_token_ids"))
+    assert gaps[0] > 5.0  # tiny-llama's own log-probs are near -ln(vocab) = -10.8, far from -3
+    # only the sampled rows contribute a gap: it shrinks by the written rows' token share
+    assert gaps[1] == pytest.approx(gaps[0] * (1 - written_share), rel=0.05)

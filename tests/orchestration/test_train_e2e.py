@@ -59,15 +59,22 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 1 and latest["policy_version"] == 1
     assert latest["prompt_position"] == 2  # step 1's two prompts, not the prefetched step 2's
-    # The resumed run also switches on asynchronous rollouts and DAPO with dynamic sampling.
+    # The resumed run also switches on asynchronous rollouts, DAPO with dynamic sampling, and
+    # a written refusal in every group.
     cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=3) + [
         "async_rollout=true", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
-        "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1"])
+        "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1",
+        "rollout.written_refusals=1"])
     run(cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2, 3]  # step 0: the held-out evaluation before training
     assert records[-1]["policy_version"] == 3
     assert "dynamic_sampling/informative_frac" in records[-1]
+    assert -10 < records[-1]["written/margin"] < 10
+    rows = pq.read_table(run_dir / "rollouts" / "step-000003.parquet").to_pylist()
+    written = [r for r in rows if r["written"]]
+    assert len(written) == len(rows) // 3 and all(r["response"] in cfg.rollout.written_refusal_texts for r in written)
+    assert all(r["response_token_ids"][-1] == 2 for r in written)  # tiny-llama's end-of-sequence token
 
 
 def test_missing_reward_model_fails_before_any_actor(tmp_path):

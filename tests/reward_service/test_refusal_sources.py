@@ -8,10 +8,9 @@ import pytest
 
 from mogrpo.config.reward import HoldoutFile, RewardDataConfig
 from mogrpo.prompts import normalise_prompt
-from mogrpo.refusal import union_refusal
+from mogrpo.refusal import WRITTEN_REFUSALS, union_refusal
 from reward_service.dataset import load_splits
 from reward_service.refusal_sources import (
-    TRAINING_REFUSALS,
     answer_targets,
     harmful_train_requests,
     holdout_prompts,
@@ -34,7 +33,7 @@ def test_answer_targets():
 
 
 def test_training_and_evaluation_refusals_differ():
-    assert not set(TRAINING_REFUSALS) & set(EVAL_REFUSALS)
+    assert not set(WRITTEN_REFUSALS) & set(EVAL_REFUSALS)
     assert all(union_refusal(r) for r in EVAL_REFUSALS)  # the direction check's refusals are refusals to the judges
 
 
