@@ -79,15 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("evaluation").setLevel(logging.INFO)
-    from evaluation.generate import PolicyError
-    from evaluation.sets import EvalSetError
-    from mogrpo.config import ConfigError
+    from mogrpo.errors import UserError, report
 
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         return score_main(argv[1:]) if argv[:1] == ["score-sheet"] else run_main(argv)
-    except (PolicyError, EvalSetError, ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        return report(err, debug)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mogrpo.prompts import normalise_prompt  # noqa: F401  (part of this module's API for its callers)
+from mogrpo.errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def run_config_prompts(path: str | Path, mode: str = "rows") -> tuple[list[tuple
             out += [(t, f"{Path(path).name}:{Path(source.path).name}") for t in texts]
             report[source.path] = {"rows": len(texts)}
     else:
-        raise ValueError(f"train-prompts mode {mode!r}: expected 'rows' or 'used'")
+        raise UserError(f"train-prompts mode {mode!r}: expected 'rows' or 'used'")
     return out, {"config": str(path), "mode": mode, "sources": report, "reward_model": cfg.reward.model}
 
 
@@ -178,7 +179,7 @@ def reward_model_prompts(folder: str | Path) -> tuple[list[tuple[str, str]], dic
     folder = Path(folder)
     file = folder / TRAIN_CONFIG_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"reward model {folder} has no {TRAIN_CONFIG_FILE}: its training prompts are "
+        raise MissingFileError(f"reward model {folder} has no {TRAIN_CONFIG_FILE}: its training prompts are "
                                 "unknown, so the contamination check cannot exclude them")
     try:
         cfg = load_yaml_section(RewardTrainConfig, file)

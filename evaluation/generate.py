@@ -19,11 +19,12 @@ from pathlib import Path
 from evaluation.sets import GenerationConfig, Row
 from mogrpo.atomic import atomic_write_text
 from mogrpo.generation import model_fingerprint as fingerprint
+from mogrpo.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class PolicyError(RuntimeError):
+class PolicyError(UserError, RuntimeError):
     """A policy folder that does not load, or answers on disk that belong to another policy."""
 
 

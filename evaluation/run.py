@@ -17,6 +17,7 @@ from evaluation.judges import export_blind, format_validation, judge_all, load_h
 from evaluation.metrics import compare, policy_metrics
 from evaluation.report import NOT_INDEPENDENT, write_outputs
 from evaluation.sets import EvalConfig, Row, limit_rows, load_set
+from mogrpo.errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -139,7 +140,7 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
 
     t0 = time.time()
     if opts.reward_model and not Path(opts.reward_model).is_dir():
-        raise FileNotFoundError(f"--reward-model {opts.reward_model}: no such folder")
+        raise MissingFileError(f"--reward-model {opts.reward_model}: no such folder")
     policies: list[Policy] = [check_policy(n, ref) for n, ref in opts.policies]
     texts, truth = load_human_labels(cfg)
     validation = validate_judges(texts, truth)
@@ -147,7 +148,7 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(policies[0].path)
     rows, set_report, sources = select_rows(cfg, opts, tokenizer)
     if not rows:
-        raise ValueError("no prompt is left to evaluate after the contamination check (see the set lines above)")
+        raise UserError("no prompt is left to evaluate after the contamination check (see the set lines above)")
     opts.out.mkdir(parents=True, exist_ok=True)
     cap_rows = [r for r in rows if r.set == cfg.capability.set]
     answers, logliks = {}, {}

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from mogrpo.config.base import Section
 from mogrpo.config.loader import load_yaml_section
+from mogrpo.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "cluster_configs" / "eval_sets.yaml"
@@ -34,7 +35,7 @@ KINDS = {
 """kind -> (headline metric, which direction is better)."""
 
 
-class EvalSetError(ValueError):
+class EvalSetError(UserError, ValueError):
     """An evaluation set is missing, empty, or lacks a field it is said to have."""
 
 
@@ -99,7 +100,7 @@ class EvalConfig(Section):
     """Root of `cluster_configs/eval_sets.yaml`."""
 
     data_dir: str = "../shared/data"
-    """Folder the set paths are under; a relative one is taken from the repository root."""
+    """Folder the set paths are under; a relative one is taken from the working directory."""
     judge: Literal["xstest", "substring", "union"] = "union"
     """The refusal judge of the headline numbers (every judge's numbers are in eval.json)."""
     generation: GenerationConfig = GenerationConfig()
@@ -121,11 +122,8 @@ class EvalConfig(Section):
         return self
 
     def data_path(self, path: str) -> Path:
-        p = Path(path).expanduser()
-        if p.is_absolute():
-            return p
-        base = Path(self.data_dir).expanduser()
-        return (base if base.is_absolute() else REPO_ROOT / base) / p
+        """`path` inside `data_dir` (a relative `data_dir` is taken from the working directory)."""
+        return Path(self.data_dir).expanduser().resolve() / Path(path).expanduser()
 
 
 def load_eval_config(path: str | Path = DEFAULT_CONFIG, overrides: list[str] | None = None) -> EvalConfig:

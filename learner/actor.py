@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from learner.advantages import group_advantages, overlong_penalty
+from learner.advantages import group_advantages, overlong_penalty, trained_rows
 from learner.batching import TrainTensors, micro_batches, mini_batches, to_response_coords, to_tensors
 from learner.engine import (
     adapter_weights,
@@ -25,7 +25,8 @@ from learner.engine import (
 )
 from learner.kl import kl_estimate, kl_reward_penalty
 from learner.logprobs import response_logprobs
-from learner.losses import LossSettings, PolicyLossInput, accumulate_metrics, policy_loss, truncated_is_weights
+from learner.losses import (LossSettings, PolicyLossInput, accumulate_metrics, loss_variant, policy_loss,
+                            truncated_is_weights)
 from mogrpo.batch import RolloutBatch
 from mogrpo.config.learner import LearnerConfig
 from mogrpo.hardware import local_dtype
@@ -124,9 +125,10 @@ class LearnerWorker:
                                         loss_cfg.overlong_buffer_tokens, loss_cfg.overlong_penalty)
         if ref_logp is not None and loss_cfg.kl_in == "reward":
             rewards += kl_reward_penalty(data.behaviour_logp, ref_logp, data.mask, loss_cfg.kl_coef, loss_cfg.kl_estimator)
-        scale = "none" if loss_cfg.variant == "dr_grpo" else "std"
+        scale = loss_variant(loss_cfg.variant).advantage_scale
         advantages = group_advantages(rewards, data.group_ids, self.group_size, scale, loss_cfg.advantage_eps)  # [B]
         mask = data.mask * (~data.truncated)[:, None] if loss_cfg.overlong_filter else data.mask  # [B, T]
+        mask = mask * trained_rows(advantages, data.written)[:, None]
         # 4. old log-probs
         single_pass = cfg.mini_batches == 1 and cfg.epochs == 1
         if single_pass:

@@ -106,6 +106,17 @@ def group_advantages(
     return torch.where(informative_groups(rewards, group_ids), advantages, 0.0)  # [B]
 
 
+def trained_rows(advantages: Tensor, written: Tensor) -> Tensor:
+    """[B] bool: the rows the loss counts. A response written into its group rather than
+    sampled (`rollout.written_refusals`) counts only where its advantage is positive, i.e. the
+    reward preferred it to the group's samples: pushing down a text the policy would not have
+    written only moves its probability to arbitrary other text (a first try collapsed the
+    benign answers within 14 steps)."""
+    if advantages.shape != written.shape:
+        raise ValueError(f"advantages {list(advantages.shape)} and written {list(written.shape)} differ in shape")
+    return ~written | (advantages > 0)
+
+
 def informative_groups(rewards: Tensor, group_ids: Tensor) -> Tensor:
     """DAPO dynamic sampling (arXiv 2503.14476, sec. 3.2): which rows belong to a group with signal.
 

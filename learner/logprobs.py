@@ -5,8 +5,7 @@ micro-batch of 32 x 110 positions has 173 M logits, 0.7 GB in float32, and the n
 `logits.float().log_softmax(-1).gather(...)` holds a float32 copy plus the float32
 log-softmax (kept for backward) at once. `token_logprobs` walks the rows in chunks and
 keeps only per-row scalars; its backward recomputes each chunk's softmax from the logits
-(which already exist) instead of keeping a float32 copy (see ../shared/STACK_NOTES.md,
-"Where the time goes").
+(which already exist) instead of keeping a float32 copy.
 """
 
 from __future__ import annotations

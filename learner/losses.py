@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -230,19 +231,36 @@ def _per_sequence_mean(values: Tensor, mask: Tensor, s: LossSettings) -> Tensor:
 # registry
 
 PolicyLoss = Callable[[PolicyLossInput, LossSettings], tuple[Tensor, dict[str, Tensor]]]
-LOSS_VARIANTS: dict[str, PolicyLoss] = {}
 
 
-def register_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
-    """Add a variant to `LOSS_VARIANTS` under `name` (the value of `LossConfig.variant`)."""
+@dataclass(frozen=True)
+class LossVariant:
+    loss: PolicyLoss
+    advantage_scale: Literal["std", "none"]
+    """How `group_advantages` scales the group-centred rewards this loss expects."""
+
+
+LOSS_VARIANTS: dict[str, LossVariant] = {}
+"""The one list of loss variants: `LossConfig.variant` names one of them."""
+
+
+def register_loss(name: str, advantage_scale: Literal["std", "none"] = "std") -> Callable[[PolicyLoss], PolicyLoss]:
+    """Add a variant to `LOSS_VARIANTS` under `name`, with the advantage scaling it expects."""
 
     def add(fn: PolicyLoss) -> PolicyLoss:
         if name in LOSS_VARIANTS:
             raise ValueError(f"loss variant {name!r} is already registered")
-        LOSS_VARIANTS[name] = fn
+        LOSS_VARIANTS[name] = LossVariant(fn, advantage_scale)
         return fn
 
     return add
+
+
+def loss_variant(name: str) -> LossVariant:
+    """The registered variant `name`, or a ValueError naming the registered ones."""
+    if name not in LOSS_VARIANTS:
+        raise ValueError(f"unknown loss variant {name!r}; registered: {sorted(LOSS_VARIANTS)}")
+    return LOSS_VARIANTS[name]
 
 
 def policy_loss(variant: str, inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, Tensor]]:
@@ -255,9 +273,7 @@ def policy_loss(variant: str, inp: PolicyLossInput, s: LossSettings) -> tuple[Te
             whose ratio was clipped), clip_frac_low, clip_frac_high, ratio_mean, ratio_max,
             is_weight_mean; combine micro-batches with `accumulate_metrics`.
     """
-    if variant not in LOSS_VARIANTS:
-        raise ValueError(f"unknown loss variant {variant!r}; registered: {sorted(LOSS_VARIANTS)}")
-    return LOSS_VARIANTS[variant](inp, s)
+    return loss_variant(variant).loss(inp, s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +304,7 @@ def grpo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, 
     return loss, _metrics(loss, _per_sequence_mean(t.pg, mask, s), t, s)
 
 
-@register_loss("dr_grpo")
+@register_loss("dr_grpo", advantage_scale="none")
 def dr_grpo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, Tensor]]:
     """Dr. GRPO, "Understanding R1-Zero-like training" (Liu et al. 2025, arXiv 2503.20783).
 

@@ -12,16 +12,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, flush it to disk, then rename it over `path`."""
+def atomic_write_file(path: Path, write: Callable[[str], None]) -> None:
+    """Let `write(tmp)` fill a temp file beside `path`, flush it to disk, then rename it over
+    `path` (the temp file goes if `write` fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_write_file`)."""
+    atomic_write_file(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path:

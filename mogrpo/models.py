@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mogrpo.atomic import file_lock, write_folder_atomically
+from mogrpo.errors import MissingFileError
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(MissingFileError):
     """A model reference names no built-in, no local folder and no reachable hub model."""
 
 

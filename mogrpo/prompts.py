@@ -14,12 +14,13 @@ from pathlib import Path
 
 from mogrpo.batch import Prompt
 from mogrpo.config.sections import DataConfig, PromptSource
+from mogrpo.errors import UserError
 
 log = logging.getLogger(__name__)
 FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz")
 
 
-class PromptDataError(ValueError):
+class PromptDataError(UserError, ValueError):
     """A prompt source is missing, unreadable, lacks the prompt field, or yields no prompts."""
 
 
@@ -178,19 +179,22 @@ def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], 
 
 
 class PromptSampler:
-    """Serves prompts in epochs, each a fresh seeded permutation; `position` is the whole
-    state, so a resumed run continues exactly where it stopped."""
+    """Serves prompts in epochs, each a fresh seeded permutation (or in order, without
+    `shuffle`); `position` is the whole state, so a resumed run continues exactly where it
+    stopped."""
 
-    def __init__(self, prompts: list[Prompt], seed: int, position: int = 0):
+    def __init__(self, prompts: list[Prompt], seed: int, position: int = 0, shuffle: bool = True):
         if not prompts:
             raise PromptDataError("PromptSampler needs at least one prompt")
         self.prompts = prompts
         self.seed = seed
         self.position = position
+        self.shuffle = shuffle
 
     def _order(self, epoch: int) -> list[int]:
         order = list(range(len(self.prompts)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return order
 
     def take(self, n: int) -> list[Prompt]:

@@ -46,10 +46,6 @@ class WeightLayout:
     def total_bytes(self) -> int:
         return sum(spec.nbytes for bucket in self.buckets for spec in bucket)
 
-    @property
-    def num_tensors(self) -> int:
-        return sum(len(b) for b in self.buckets)
-
     def to_json(self) -> str:
         return json.dumps({"buckets": [[asdict(s) for s in b] for b in self.buckets], "bucket_nbytes": self.bucket_nbytes})
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mogrpo.atomic import atomic_write_text
+from mogrpo.errors import MissingFileError
 
 
 @dataclass
@@ -34,7 +35,7 @@ def read_latest(run_dir: Path) -> DriverState | None:
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path} is damaged ({err}); delete it to start over, or restore it") from err
     if not (checkpoint_dir(run_dir) / state.tag).is_dir():
-        raise FileNotFoundError(f"{path} names checkpoint {state.tag!r}, which is missing from {checkpoint_dir(run_dir)}")
+        raise MissingFileError(f"{path} names checkpoint {state.tag!r}, which is missing from {checkpoint_dir(run_dir)}")
     return state
 
 

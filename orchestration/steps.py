@@ -10,6 +10,7 @@ import numpy as np
 import ray
 import torch
 
+from mogrpo.atomic import atomic_write_file
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
 from mogrpo.config.sections import WeightSyncConfig
@@ -176,8 +177,4 @@ def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch) -> None:
     """Every response of the step with its per-label scores, as parquet (atomic)."""
     import pyarrow.parquet as pq
 
-    path = run_dir / "rollouts" / f"step-{step:06d}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(batch.table, tmp)
-    tmp.replace(path)
+    atomic_write_file(run_dir / "rollouts" / f"step-{step:06d}.parquet", lambda tmp: pq.write_table(batch.table, tmp))

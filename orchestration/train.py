@@ -24,6 +24,7 @@ import numpy as np
 
 from mogrpo.atomic import atomic_write_text
 from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
+from mogrpo.errors import UserError, report
 from mogrpo.hardware import resolve_auto_dtypes
 from mogrpo.metrics import MetricsLogger, status_line
 from mogrpo.models import resolve_model
@@ -49,9 +50,14 @@ def preflight(cfg: RunConfig):
     """Everything that can fail without starting an actor."""
     from transformers import AutoTokenizer
 
+    from learner.losses import loss_variant
     from reward_service.actor import check_model_aggregation
     from reward_service.train import ensure_reward_model
 
+    try:
+        loss_variant(cfg.learner.loss.variant)
+    except ValueError as err:
+        raise ConfigError(f"learner.loss.variant: {err}") from None
     policy_path = resolve_model(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=cfg.model.trust_remote_code)
     prompts, report = load_prompts(cfg.data, tokenizer, cfg.seed)
@@ -101,7 +107,7 @@ def run(cfg: RunConfig) -> Path:
         connect_weight_sync(actors.learner, actors.rollout, cfg.weight_sync, wire_dtype=cfg.model.dtype)
 
         # 3. resume
-        sampler = PromptSampler(prompts, cfg.seed)
+        sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle)
         prompt_tags = [p.tag for p in prompts]
         first_step, version = 1, 0
         if resume is not None:
@@ -195,14 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML run config (see cluster_configs/); defaults if omitted")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. learner.lr=1e-6 steps=10")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    run(cfg)
+        run(load_config(args.config, args.overrides))
+    except UserError as err:
+        return report(err, args.debug)
     return 0
 
 

@@ -31,11 +31,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mogrpo.config.reward import AggregationConfig
+from mogrpo.errors import UserError
 
 Scores = Mapping[str, np.ndarray]  # label -> [B]
 
 
-class AggregationError(ValueError):
+class AggregationError(UserError, ValueError):
     """The aggregation config or its inputs do not fit the scores."""
 
 

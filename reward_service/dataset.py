@@ -15,7 +15,6 @@ from reward_service.sources import FILE_PATHS, FILE_READERS, DataError, Example,
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign_refusals": rs.read_benign_refusals,
            "policy_answers": rs.read_policy_answers}
@@ -28,9 +27,9 @@ SPLITS = ("train", "val", "test")
 
 
 def resolve_data_dir(data_dir: str | Path) -> Path:
-    """A relative data folder is taken from the repository root (`../shared/data` by default)."""
-    path = Path(data_dir).expanduser()
-    return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+    """The data folder (`../shared/data` by default); a relative one is taken from the
+    working directory, as every path of a config is."""
+    return Path(data_dir).expanduser().resolve()
 
 
 def default_data_dir() -> Path:

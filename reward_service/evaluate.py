@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from reward_service.sources import COMPLIANCE, Example, Pair
+from mogrpo.errors import UserError, report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -308,11 +309,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="policy whose answers the direction check scores (default: the one the model trained on)")
     parser.add_argument("--direction-prompts", type=int, default=150, help="held-out prompts per direction set")
     parser.add_argument("--no-direction", action="store_true", help="skip the direction check (no vLLM)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     run_configs = [] if args.no_direction else (args.run_config or [str(REPO_ROOT / "cluster_configs/cpu_smoke.yaml")])
-    metrics = evaluate(args.model, args.data_dir, args.batch_size, args.threads, run_configs, args.policy,
-                       args.direction_prompts)
+    try:
+        metrics = evaluate(args.model, args.data_dir, args.batch_size, args.threads, run_configs, args.policy,
+                           args.direction_prompts)
+    except UserError as err:
+        return report(err, args.debug)
     print_metrics(metrics)
     print(f"\nwrote {Path(args.model) / 'metrics.json'}")
     return 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mogrpo.atomic import atomic_write_file
 from mogrpo.config.reward import RewardSourceConfig
 from reward_service.dataset import SourceRows
 from reward_service.model import RewardModel
@@ -74,12 +73,7 @@ class FeatureCache:
     def put(self, key: str, features: torch.Tensor) -> None:
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".feat.")
-        os.close(fd)
-        save_file({"features": features.contiguous()}, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.folder / f"{key}.safetensors")
+        atomic_write_file(self.folder / f"{key}.safetensors", lambda tmp: save_file({"features": features.contiguous()}, tmp))
 
 
 def _source_texts(name: str, splits: Mapping[str, Mapping[str, SourceRows]]) -> list[Texts]:

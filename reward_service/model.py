@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mogrpo.atomic import write_folder_atomically
+from mogrpo.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ TRAIN_CONFIG_FILE = "training_config.yaml"
 NUM_SPECIAL = 3  # [CLS] prompt [SEP] response [SEP]
 
 
-class RewardModelError(ValueError):
+class RewardModelError(UserError, ValueError):
     """A reward-model folder or a scoring request is malformed."""
 
 

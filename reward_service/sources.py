@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from mogrpo.errors import UserError
 
 REFUSAL_LABELS = ("2_full_refusal", "3_partial_refusal")  # XSTest final_label values
 COMPLIANCE = "1_full_compliance"
@@ -29,7 +30,7 @@ XSTEST_MODELS = ("gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinst
 MODERATION_FLAGS = ("S", "H", "V", "HR", "SH", "S3", "H2", "V2")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file is missing or does not have the expected layout."""
 
 

@@ -33,6 +33,7 @@ from reward_service.dataset import SourceRows, load_splits, split_counts
 from reward_service.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
 from reward_service.losses import masked_pointwise_loss, pairwise_loss
 from reward_service.model import ModelSpec, RewardModel, build_reward_model
+from mogrpo.errors import MissingFileError, UserError, report
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,10 @@ def ensure_reward_model(path: str | Path, fit_if_missing: bool = True, data_dir:
         read_spec(path)  # a clear error if it is damaged or of another format
         return path
     if path.exists() and any(path.iterdir()):
-        raise FileNotFoundError(f"reward model folder {path} exists but holds no {SPEC_FILE}: not a reward model "
+        raise MissingFileError(f"reward model folder {path} exists but holds no {SPEC_FILE}: not a reward model "
                                 "(move it away, or point reward.model elsewhere)")
     if not fit_if_missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"reward model {path} does not exist and reward.fit_if_missing is false: train it with `make reward` "
             f"(python -m reward_service.train --config cluster_configs/reward_default.yaml output={path})")
     with file_lock(path):  # one fitter per folder across processes
@@ -237,10 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML of a RewardTrainConfig (cluster_configs/reward_default.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.lr=3e-4 output=runs/rm2")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = load_yaml_section(RewardTrainConfig, args.config, args.overrides)
-    train(cfg)
+    try:
+        train(load_yaml_section(RewardTrainConfig, args.config, args.overrides))
+    except UserError as err:
+        return report(err, args.debug)
     return 0
 
 

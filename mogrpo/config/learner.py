@@ -24,7 +24,7 @@ class LoraConfig(Section):
     sync: Literal["merged", "adapter"] = "merged"
     """What the vLLM workers receive: whole weights with the adapters merged in, or the
     adapters alone, served by vLLM's LoRA path (a sync of megabytes instead of the whole
-    model; vLLM-CPU then generates ~3.4x slower, so merged is the default)."""
+    model, but vLLM-CPU generates slower with adapters: the README has the measurement)."""
 
     @model_validator(mode="after")
     def _adapter_sync_needs_lora(self):
@@ -44,8 +44,9 @@ class LoraConfig(Section):
 
 
 class LossConfig(Section):
-    variant: Literal["grpo", "dr_grpo", "dapo", "gspo"] = "grpo"
-    """Policy loss: see learner/losses.py for each formula."""
+    variant: str = "grpo"
+    """Policy loss, a variant registered in learner/losses.py (grpo, dr_grpo, dapo, gspo; each
+    with its formula there); the driver checks the name before any actor starts."""
     clip_eps_low: float = Field(0.2, gt=0, lt=1)
     """Lower clip: the ratio is clipped at 1 - clip_eps_low."""
     clip_eps_high: float = Field(0.2, gt=0)

@@ -8,11 +8,12 @@ from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from mogrpo.errors import UserError
 
 T = TypeVar("T", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override is malformed, unknown, or out of range."""
 
 
@@ -80,25 +81,23 @@ def build(model_cls: type[T], data: dict, source: str) -> T:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
-    """Load the run config from `path` (or the embedded defaults when None) and overrides."""
-    from mogrpo.config.run import RunConfig
-
+def load_yaml_section(model_cls: type[T], path: str | Path | None,
+                      overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """A config of type `model_cls` from `path` (the class's defaults when None) and overrides."""
     data = read_yaml(path) if path is not None else {}
     for override in overrides:
         apply_override(data, override)
     source = str(path) if path is not None else "defaults"
     if overrides:
         source += " + overrides " + " ".join(overrides)
-    return build(RunConfig, data, source)
+    return build(model_cls, data, source)
 
 
-def load_yaml_section(model_cls: type[T], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load a standalone config (e.g. reward-model training) of type `model_cls`."""
-    data = read_yaml(path)
-    for override in overrides:
-        apply_override(data, override)
-    return build(model_cls, data, str(path))
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """The run config (`RunConfig`) from `path` (or the embedded defaults) and overrides."""
+    from mogrpo.config.run import RunConfig
+
+    return load_yaml_section(RunConfig, path, overrides)
 
 
 def to_yaml(config: BaseModel) -> str:

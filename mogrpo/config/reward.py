@@ -129,7 +129,7 @@ class PolicyAnswersConfig(Section):
 
 class RewardDataConfig(Section):
     data_dir: str = "../shared/data"
-    """Folder of the shared data sets; a relative path is taken from the repository root."""
+    """Folder of the shared data sets; a relative path is taken from the working directory."""
     sources: dict[str, RewardSourceConfig] = {
         name: RewardSourceConfig(limit=600 if name == "benign_refusals" else None) for name in REWARD_SOURCES}
     """Sources to train on, by reader name; a source not listed is not read."""

@@ -50,10 +50,6 @@ class RunConfig(Section):
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.run_name
 
-    @property
-    def responses_per_step(self) -> int:
-        return self.rollout.prompts_per_step * self.rollout.group_size
-
     @model_validator(mode="after")
     def _check_sizes(self):
         if self.rollout.prompts_per_step < self.rollout.num_workers:

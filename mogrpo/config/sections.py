@@ -18,7 +18,7 @@ class PolicyModelConfig(Section):
     dtype: DType = "auto"
     """Weights dtype of the vLLM engines and on the wire of the weight sync. `auto`: bf16 on
     GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), float32 on other CPUs, where
-    bf16 is emulated and ~4x slower (mogrpo/hardware.py)."""
+    bf16 is emulated and several times slower (mogrpo/hardware.py)."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model. Off unless you trust the model's source."""
     max_model_len: int = Field(1024, ge=64)
@@ -92,9 +92,10 @@ class RolloutConfig(Section):
     """Refusal exploration: in every group, this many of the `group_size` responses are a
     written refusal (from `written_refusal_texts`, in turn) instead of a sample. The reward
     decides what it is worth: above the samples for a harmful request, below a helpful
-    answer for a benign one; the learner trains on it like a sample whose sampler was the
-    current policy. For a policy that almost never samples a refusal, GRPO otherwise has
-    nothing to prefer. 0 turns it off."""
+    answer for a benign one. The learner trains on it only where the reward prefers it to the
+    group's samples (positive advantage), like a sample whose sampler was the current policy.
+    For a policy that almost never samples a refusal, GRPO otherwise has nothing to prefer.
+    0 turns it off."""
     written_refusal_texts: list[str] = Field(default_factory=lambda: list(WRITTEN_REFUSALS), min_length=1)
     """Refusals that `written_refusals` puts into groups."""
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from learner.advantages import group_advantages, informative_groups, overlong_penalty
+from learner.advantages import group_advantages, informative_groups, overlong_penalty, trained_rows
 
 
 def test_std_scale_one_group():
@@ -104,3 +104,14 @@ def test_overlong_penalty_without_buffer():
     torch.testing.assert_close(pen, torch.tensor([0.0, 0.0, -1.0]))
     with pytest.raises(ValueError, match="buffer_tokens"):
         overlong_penalty(torch.tensor([3]), max_new_tokens=10, buffer_tokens=11, penalty=1.0)
+
+
+def test_written_rows_train_only_when_the_reward_prefers_them():
+    # group 0 (harmful): the written refusal (row 2) tops the samples; group 1 (benign): it is last
+    rewards = torch.tensor([-1.0, -0.9, 1.5, 2.0, 2.2, 1.0])
+    written = torch.tensor([False, False, True, False, False, True])
+    adv = group_advantages(rewards, torch.tensor([0, 0, 0, 1, 1, 1]), group_size=3)
+    assert adv[2] > 0 and adv[5] < 0
+    assert trained_rows(adv, written).tolist() == [True, True, True, True, True, False]
+    # sampled rows count whatever their advantage
+    assert trained_rows(torch.tensor([-1.0, 0.0]), torch.tensor([False, False])).tolist() == [True, True]

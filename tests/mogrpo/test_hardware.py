@@ -28,18 +28,28 @@ def test_driver_resolves_auto_for_the_cpu(monkeypatch, cpu_bf16):
     assert cfg.model.dtype == "auto"  # a copy; the loaded config is unchanged
 
 
-def test_driver_resolves_auto_for_gpu_sections_and_keeps_explicit_dtypes(monkeypatch):
+@pytest.mark.parametrize(("gpu_bf16", "expected"), [(True, "bfloat16"), (None, "bfloat16"), (False, "float16")])
+def test_driver_resolves_auto_for_gpu_sections_and_keeps_explicit_dtypes(monkeypatch, gpu_bf16, expected):
     monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "gpu_has_bf16", lambda: gpu_bf16)
     cfg = load_config(None, ["learner.num_gpus=1", "rollout.num_gpus=1", "model.dtype=float32"])
     resolved = hardware.resolve_auto_dtypes(cfg)
     assert resolved.model.dtype == "float32"  # explicit: kept
-    assert resolved.learner.dtype == ("bfloat16" if hardware.gpu_has_bf16() is not False else "float16")
+    assert resolved.learner.dtype == expected
 
 
-def test_this_machine_matches_torch_capabilities():
+@pytest.mark.parametrize(("caps", "expected"), [
+    ({"avx2": True, "avx512": True}, False),  # AVX-512 without its bf16 extension
+    ({"avx512": True, "avx512_bf16": True}, True),
+    ({"amx_bf16": True}, True),
+    ({"bf16": True}, True),  # Arm with BF16
+    ({}, False),
+])
+def test_cpu_bf16_from_torch_capabilities(monkeypatch, caps, expected):
     import torch
 
-    caps = torch.cpu.get_capabilities()
-    assert hardware.cpu_has_fast_bf16() == bool(caps.get("avx512_bf16") or caps.get("amx_bf16") or caps.get("bf16"))
-    assert hardware.local_dtype("float16") == "float16"
-    assert hardware.local_dtype("auto") in ("bfloat16", "float32", "float16")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert hardware.cpu_has_fast_bf16() is expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.local_dtype("auto") == ("bfloat16" if expected else "float32")
+    assert hardware.local_dtype("float16") == "float16"  # explicit: kept

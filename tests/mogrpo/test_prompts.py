@@ -116,3 +116,30 @@ def test_sampler_is_deterministic_and_resumable(tmp_path, tokenizer):
     assert sorted(first[:5]) == list(range(5))  # one whole epoch before any repeat
     b = PromptSampler(prompts, seed=3, position=4)
     assert [p.prompt_id for p in b.take(3)] == first[4:]
+
+
+def test_sampler_without_shuffle_serves_the_data_in_order(tmp_path, tokenizer):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"q": f"question {i}"}) + "\n" for i in range(4)))
+    data = DataConfig(sources=[PromptSource(path=str(path), prompt_field="q")], max_prompt_tokens=64, shuffle=False)
+    prompts, _ = load_prompts(data, tokenizer, seed=0)
+    sampler = PromptSampler(prompts, seed=0, shuffle=data.shuffle)
+    assert [p.text for p in sampler.take(6)] == [f"question {i}" for i in (0, 1, 2, 3, 0, 1)]
+    shuffled = PromptSampler(prompts, seed=0)
+    assert [p.text for p in shuffled.take(4)] != [f"question {i}" for i in range(4)]
+
+
+def test_relative_paths_are_taken_from_the_working_directory(tmp_path, tokenizer, monkeypatch):
+    # One rule for every path in a config: prompt sources, the reward data folder, the
+    # evaluation's data folder all resolve against the directory the command runs in.
+    from evaluation.sets import load_eval_config
+    from reward_service.dataset import resolve_data_dir
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "p.jsonl").write_text(json.dumps({"q": "a relative question"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    data = DataConfig(sources=[PromptSource(path="data/p.jsonl", prompt_field="q")], max_prompt_tokens=64)
+    prompts, _ = load_prompts(data, tokenizer, seed=0)
+    assert [p.text for p in prompts] == ["a relative question"]
+    assert resolve_data_dir("data") == tmp_path / "data"
+    assert load_eval_config(overrides=["data_dir=data"]).data_path("p.jsonl") == tmp_path / "data" / "p.jsonl"

@@ -23,7 +23,7 @@ from orchestration.groups import ActorFailedError, LearnerGroup, RolloutGroup, g
 from orchestration.recovery import RolloutRecovery
 from orchestration.steps import connect_weight_sync, sync_weights
 from rollout.worker import RolloutWorker
-from tests.rollout.test_weight_broadcast import GREEDY, hf_greedy, long_prompt
+from tests.helpers import GREEDY, hf_greedy, long_prompt, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,6 @@ def rollout_worker_pids() -> list[int]:
 
 def test_training_run_survives_a_killed_worker(ray_local, tmp_path, quick_reward_model):
     from orchestration.train import run
-    from tests.orchestration.test_train_e2e import overrides
 
     metrics = tmp_path / "e2e" / "metrics.jsonl"
     killed: list[int] = []
@@ -113,7 +112,7 @@ def test_training_run_survives_a_killed_worker(ray_local, tmp_path, quick_reward
 
     killer = threading.Thread(target=kill_after_first_step, daemon=True)
     killer.start()
-    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=3) + [
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=3) + [
         "checkpoint.every=0", "weight_sync.timeout_s=20"])
     run(cfg)
     killer.join(timeout=5)

@@ -9,17 +9,11 @@ import torch
 
 from mogrpo.config import load_config
 from orchestration.train import run
+from tests.helpers import tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 REQUIRED = ["step", "policy_version", "reward/mean", "kl", "loss", "clip_frac", "response_len/mean",
             "time/generate", "time/reward", "time/train", "time/sync", "time/step"]
-
-
-def overrides(tmp_path, reward_model, steps):
-    return [f"output_dir={tmp_path}", "run_name=e2e", "model.path=tiny-llama", f"steps={steps}",
-            "rollout.prompts_per_step=2", "rollout.group_size=3", "rollout.max_new_tokens=8",
-            f"reward.model={reward_model}", "reward.fit_if_missing=false", "learner.lr=1e-3",
-            "checkpoint.every=1", "checkpoint.keep=1", "cluster.actor_start_timeout_s=300"]
 
 
 def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
@@ -27,7 +21,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
 
     from mogrpo.models import resolve_model
 
-    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=2) + [
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=2) + [
         "eval.every=2", "eval.max_new_tokens=8"])
     final = run(cfg)
     run_dir = Path(tmp_path) / "e2e"
@@ -61,7 +55,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     assert latest["prompt_position"] == 2  # step 1's two prompts, not the prefetched step 2's
     # The resumed run also switches on asynchronous rollouts, DAPO with dynamic sampling, and
     # a written refusal in every group.
-    cfg = load_config("cluster_configs/cpu_smoke.yaml", overrides(tmp_path, quick_reward_model, steps=3) + [
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=3) + [
         "async_rollout=true", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
         "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1",
         "rollout.written_refusals=1"])

@@ -7,7 +7,7 @@ import ray
 import torch
 
 from learner.actor import LearnerWorker
-from mogrpo.batch import Prompt, RewardScores, SamplingSettings
+from mogrpo.batch import RewardScores, SamplingSettings
 from mogrpo.config.learner import LearnerConfig, LoraConfig, LossConfig
 from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.models import resolve_model
@@ -15,27 +15,9 @@ from mogrpo.runtime import free_port, worker_env
 from orchestration.groups import ActorFailedError, LearnerGroup, RolloutGroup, gather
 from orchestration.steps import connect_weight_sync, ensure_current, sync_weights
 from rollout.worker import RolloutWorker
+from tests.helpers import GREEDY, hf_greedy, long_prompt
 
 pytestmark = pytest.mark.slow
-GREEDY = SamplingSettings(group_size=1, max_new_tokens=12, temperature=0.0)
-
-
-def long_prompt(tokenizer) -> Prompt:
-    # Longer than one KV block (128 tokens on CPU): a stale prefix cache would serve the
-    # old policy's keys and values for it after the update.
-    text = "Here is a long note about gardens, rivers and mountains. " * 20
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
-    token_ids = tokenizer(ids, add_special_tokens=False)["input_ids"]
-    assert len(token_ids) > 128
-    return Prompt(0, text, tuple(token_ids))
-
-
-def hf_greedy(path, prompt: Prompt, n: int) -> list[int]:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    out = model.generate(torch.tensor([prompt.token_ids]), max_new_tokens=n, do_sample=False)
-    return out[0, len(prompt.token_ids):].tolist()
 
 
 @pytest.mark.parametrize(
