@@ -42,10 +42,10 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run $(ARGS)
 
 reward: $(STAMP)
-	$(PY) -m reward_service.train --config cluster_configs/reward_default.yaml output=$(REWARD_MODEL) $(ARGS)
+	$(PY) -m reward_training.train --config cluster_configs/reward_default.yaml output=$(REWARD_MODEL) $(ARGS)
 
 reward-eval: $(STAMP)
-	$(PY) -m reward_service.evaluate --model $(REWARD_MODEL) $(ARGS)
+	$(PY) -m reward_training.evaluate --model $(REWARD_MODEL) $(ARGS)
 
 .PHONY: eval
 eval: $(STAMP)

@@ -25,9 +25,9 @@ DEFAULT_MODEL = Path("runs/reward-model")
 def make_inputs(n: int, group_size: int) -> tuple[list[str], list[str], list[int], list[int]]:
     """`n` realistic pairs: XSTest prompts and completions read from the shared data when
     present, else the built-in hand-written examples, cycled with a suffix."""
-    from reward_service.builtin_examples import builtin_examples
-    from reward_service.dataset import default_data_dir
-    from reward_service.sources import read_xstest
+    from reward_training.builtin_examples import builtin_examples
+    from reward_training.dataset import default_data_dir
+    from reward_training.sources import read_xstest
 
     data = default_data_dir() / "xstest"
     rows = read_xstest(data) if data.is_dir() else builtin_examples()
@@ -44,7 +44,7 @@ def make_inputs(n: int, group_size: int) -> tuple[list[str], list[str], list[int
 def _model_path(model: str | None, tmp: Path) -> Path:
     """The trained model if there is one; else a fresh one (throughput does not depend on head weights)."""
     from mogrpo.config.reward import DEFAULT_LABELS
-    from reward_service.model import SPEC_FILE, ModelSpec, build_reward_model
+    from mogrpo.reward_model import SPEC_FILE, ModelSpec, build_reward_model
 
     path = Path(model) if model else DEFAULT_MODEL
     if (path / SPEC_FILE).is_file():
@@ -59,7 +59,7 @@ def run(model: str | None = None, responses: int = 256, group_size: int = 4, req
     import torch
 
     from mogrpo.runtime import init_ray, worker_env
-    from reward_service import load_reward_model
+    from mogrpo.reward_model import load_reward_model
     from reward_service.actor import RewardActor
 
     prompts, texts, groups, lengths = make_inputs(responses, group_size)

@@ -172,9 +172,9 @@ def reward_model_prompts(folder: str | Path) -> tuple[list[tuple[str, str]], dic
     (its `training_config.yaml`); the test split is not training."""
     from mogrpo.config import ConfigError
     from mogrpo.config.loader import load_yaml_section
-    from mogrpo.config.reward import RewardTrainConfig
-    from reward_service.dataset import load_splits
-    from reward_service.model import TRAIN_CONFIG_FILE, read_labels
+    from mogrpo.config.reward_training import RewardTrainConfig
+    from reward_training.dataset import load_splits
+    from mogrpo.reward_model import TRAIN_CONFIG_FILE, read_labels
 
     folder = Path(folder)
     file = folder / TRAIN_CONFIG_FILE
@@ -198,7 +198,7 @@ def reward_model_prompts(folder: str | Path) -> tuple[list[tuple[str, str]], dic
 def training_index(train_configs: list[str], reward_models: list[str], mode: str, k: int = 3, near: float = 0.85,
                    contained_min: int = 10) -> tuple[PromptIndex, list[dict]]:
     """An index of every training prompt, and what was read (for eval.json)."""
-    from reward_service.model import SPEC_FILE
+    from mogrpo.reward_model import SPEC_FILE
 
     index = PromptIndex(k, near, contained_min)
     reports: list[dict] = []

@@ -95,7 +95,7 @@ def select_rows(cfg: EvalConfig, opts: Options, tokenizer) -> tuple[list[Row], d
 
 def score_reward(folder: str, table: list[dict]) -> list[str]:
     """Adds rm_<label> to every answer row; returns the labels."""
-    from reward_service import load_reward_model
+    from mogrpo.reward_model import load_reward_model
 
     rm = load_reward_model(folder, threads=2, device="cpu")
     print(f"reward model {folder}: scoring {len(table)} answers (labels {rm.labels}; NOT independent)", flush=True)
@@ -109,12 +109,12 @@ def score_reward(folder: str, table: list[dict]) -> list[str]:
 def reward_direction(folder: str, table: list[dict], train_config: str) -> dict[str, dict]:
     """Per policy: does the reward (under the train config's aggregation) prefer a refusal to
     the policy's answer on harmful prompts, and the answer on benign and XSTest safe ones?
-    (reward_service/direction.py; answers that refuse are left out.)"""
+    (reward_training/direction.py; answers that refuse are left out.)"""
     from mogrpo.config import load_config
-    from reward_service import load_reward_model
-    from reward_service.direction import DirectionSet, cached_scorer, direction_metrics
+    from mogrpo.reward_model import load_reward_model
+    from reward_training.direction import DirectionSet, cached_scorer, direction_metrics
 
-    from reward_service.aggregate import AggregationError, check_aggregation
+    from mogrpo.reward_aggregate import AggregationError, check_aggregation
 
     model = load_reward_model(folder, threads=2, device="cpu")
     aggregation = load_config(train_config).reward.aggregation

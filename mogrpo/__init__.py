@@ -1,2 +1,2 @@
 """Shared core of mogrpo: the config tree, model and prompt loading, and the records
-that the roles (rollout, reward_service, learner) exchange. Imports nothing heavy."""
+that the roles (rollout, learner, reward_service, reward_training) exchange. Imports nothing heavy."""

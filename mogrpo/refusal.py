@@ -50,7 +50,7 @@ WRITTEN_REFUSALS = (
 )
 """Refusals written for this repo: reward-model training pairs them with requests, and
 rollouts may put them into groups (`rollout.written_refusals`). The reward's direction
-check (`reward_service/direction.py`) measures with other phrasings."""
+check (`reward_training/direction.py`) measures with other phrasings."""
 
 
 def normalise(text: str) -> str:

@@ -22,6 +22,9 @@ def has_gpu() -> bool:
 # Not for the learner: its activations change shape every micro-batch and fragment such a
 # heap (+1-2 GiB a step at 64 responses a step, until Ray's OOM killer ends the run).
 CPU_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+GLIBC_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
+"""glibc's own defaults, set explicitly: an actor's env_vars add to the job's (which hold
+CPU_MALLOC_ENV) rather than replace them."""
 
 
 def worker_env(omp_threads: int, extra: dict[str, str] | None = None, heap_malloc: bool = True) -> dict[str, str]:
@@ -42,8 +45,7 @@ def worker_env(omp_threads: int, extra: dict[str, str] | None = None, heap_mallo
     }
     if not has_gpu():
         env["DS_ACCELERATOR"] = "cpu"
-        if heap_malloc:
-            env.update(CPU_MALLOC_ENV)
+        env.update(CPU_MALLOC_ENV if heap_malloc else GLIBC_MALLOC_ENV)
     env.update(extra or {})
     return env
 

@@ -51,8 +51,8 @@ def preflight(cfg: RunConfig):
     from transformers import AutoTokenizer
 
     from learner.losses import loss_variant
+    from mogrpo.reward_model import find_reward_model
     from reward_service.actor import check_model_aggregation
-    from reward_service.train import ensure_reward_model
 
     try:
         loss_variant(cfg.learner.loss.variant)
@@ -63,7 +63,11 @@ def preflight(cfg: RunConfig):
     prompts, report = load_prompts(cfg.data, tokenizer, cfg.seed)
     log.info("prompts: %d (%s)", len(prompts), report.summary())
     eval_prompts = held_out_prompts(cfg, tokenizer, prompts) if cfg.eval.every else []
-    reward_path = ensure_reward_model(cfg.reward.model, fit_if_missing=cfg.reward.fit_if_missing)
+    reward_path = find_reward_model(cfg.reward.model, cfg.reward.fit_if_missing)
+    if reward_path is None:  # the smoke job's quick fit: the one use of the trainer here
+        from reward_training.train import ensure_reward_model
+
+        reward_path = ensure_reward_model(cfg.reward.model, fit_if_missing=True)
     labels = check_model_aggregation(str(reward_path), cfg.reward.aggregation)
     return policy_path, prompts, eval_prompts, reward_path, labels
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from mogrpo.batch import RewardScores
 from mogrpo.config.reward import AggregationConfig
-from reward_service.aggregate import check_aggregation, combine
+from mogrpo.reward_aggregate import check_aggregation, combine
 from reward_service.batching import Batcher
-from reward_service.model import RewardModelError, check_pairs, load_reward_model, read_labels
+from mogrpo.reward_model import RewardModelError, check_pairs, load_reward_model, read_labels
 
 log = logging.getLogger(__name__)
 

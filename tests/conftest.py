@@ -42,6 +42,28 @@ def ray_local():
 @pytest.fixture(scope="session")
 def quick_reward_model(tmp_path_factory):
     """A reward model fitted once per session by the built-in quick routine (~1 min)."""
-    from reward_service.train import ensure_reward_model
+    from reward_training.train import ensure_reward_model
 
     return ensure_reward_model(tmp_path_factory.mktemp("reward") / "quick-model", fit_if_missing=True)
+
+
+REWARD_LABELS = ["safety", "actionability", "meaningfulness", "politeness"]
+
+
+@pytest.fixture(scope="session")
+def reward_model_dir(tmp_path_factory):
+    import torch
+
+    from mogrpo.reward_model import ModelSpec, build_reward_model
+
+    torch.set_num_threads(1)
+    model = build_reward_model("minilm-l6", ModelSpec(labels=list(REWARD_LABELS), max_length=64, head_hidden=8), seed=0)
+    return model.save(tmp_path_factory.mktemp("rm") / "reward-model", train_config_yaml="note: test model\n",
+                      metrics={"note": "random heads"})
+
+
+@pytest.fixture(scope="session")
+def reward_model(reward_model_dir):
+    from mogrpo.reward_model import load_reward_model
+
+    return load_reward_model(reward_model_dir, threads=1)

@@ -1,7 +1,7 @@
-"""The layering: the roles (rollout, learner, reward_service) never import each other or
-the layers above them; the shared contract (`mogrpo`) imports no role; only the driver
-(orchestration), the benchmarks and the evaluation harness (which scores with a reward
-model) reach into roles."""
+"""The layering: the roles (rollout, learner, reward serving, reward training) never import
+each other or the layers above them; the shared contract (`mogrpo`) imports no role; only
+the driver (orchestration), the benchmarks and the evaluation harness (which measures the
+reward model's direction and its training prompts) reach into roles."""
 
 import ast
 from pathlib import Path
@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = {"rollout", "learner", "reward_service"}
+ROLES = {"rollout", "learner", "reward_service", "reward_training"}
 PACKAGES = ROLES | {"mogrpo", "orchestration", "evaluation", "benchmarks"}
 MAY_IMPORT = {
     "rollout": {"mogrpo"},
     "learner": {"mogrpo"},
     "reward_service": {"mogrpo"},
+    "reward_training": {"mogrpo"},
     "mogrpo": set(),
     "orchestration": {"mogrpo"} | ROLES,
     "benchmarks": {"mogrpo", "orchestration"} | ROLES,
-    "evaluation": {"mogrpo", "reward_service"},
+    "evaluation": {"mogrpo", "reward_training"},
 }
 
 

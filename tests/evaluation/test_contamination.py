@@ -86,7 +86,7 @@ def test_run_config_rows_and_used(shared_data, tmp_path):
 
 def test_reward_model_training_prompts(shared_data, tmp_path):
     from mogrpo.config.loader import to_yaml
-    from mogrpo.config.reward import RewardSourceConfig, RewardTrainConfig
+    from mogrpo.config.reward_training import RewardSourceConfig, RewardTrainConfig
 
     cfg = RewardTrainConfig()
     cfg.data.data_dir = str(shared_data)

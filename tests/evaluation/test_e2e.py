@@ -52,8 +52,8 @@ def perturbed_policy(tmp_path_factory) -> Path:
 def reward_model(tmp_path_factory, shared_data) -> Path:
     """MiniLM with random heads; its training config reads XSTest only (cheap to split)."""
     from mogrpo.config.loader import to_yaml
-    from mogrpo.config.reward import RewardSourceConfig, RewardTrainConfig
-    from reward_service.model import ModelSpec, build_reward_model
+    from mogrpo.config.reward_training import RewardSourceConfig, RewardTrainConfig
+    from mogrpo.reward_model import ModelSpec, build_reward_model
 
     cfg = RewardTrainConfig()
     cfg.data.data_dir = str(shared_data)

@@ -42,7 +42,6 @@ def test_dotted_overrides_parse_yaml_values():
         ("learner.lrr=1e-6", "learner.lrr: unknown key"),
         ("learner.lr=fast", "learner.lr: Input should be a valid number"),
         ("rollout.group_size=1", "rollout.group_size: Input should be greater than or equal to 2"),
-        ("learner.loss.variant=ppo", "learner.loss.variant"),
         ("learner.zero_stage=4", "learner.zero_stage"),
         ("nosuchsection.x=1", "nosuchsection: unknown key"),
         ("rollout.max_new_tokens=5000", "exceeds model.max_model_len"),

@@ -133,7 +133,7 @@ def test_relative_paths_are_taken_from_the_working_directory(tmp_path, tokenizer
     # One rule for every path in a config: prompt sources, the reward data folder, the
     # evaluation's data folder all resolve against the directory the command runs in.
     from evaluation.sets import load_eval_config
-    from reward_service.dataset import resolve_data_dir
+    from reward_training.dataset import resolve_data_dir
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "p.jsonl").write_text(json.dumps({"q": "a relative question"}) + "\n")

@@ -8,7 +8,7 @@ import pytest
 from mogrpo.batch import RewardScores
 from mogrpo.config.reward import AggregationConfig
 from reward_service.actor import RewardActor, RewardClient
-from reward_service.aggregate import combine
+from mogrpo.reward_aggregate import combine
 
 pytestmark = pytest.mark.slow
 

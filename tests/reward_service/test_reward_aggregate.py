@@ -5,7 +5,7 @@ import pytest
 
 from mogrpo.batch import BatchError, RewardScores
 from mogrpo.config.reward import AggregationConfig
-from reward_service.aggregate import (
+from mogrpo.reward_aggregate import (
     AggregationError,
     check_aggregation,
     combine,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reward_service import RewardModelError, load_reward_model, read_labels
-from reward_service.model import HEADS_FILE, SPEC_FILE, collate, encode_pairs, truncate_pair
+from mogrpo.reward_model import RewardModelError, load_reward_model, read_labels
+from mogrpo.reward_model import HEADS_FILE, SPEC_FILE, collate, encode_pairs, truncate_pair
 
 
 @pytest.mark.parametrize(

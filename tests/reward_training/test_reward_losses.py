@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from reward_service.losses import masked_pointwise_loss, pairwise_loss
+from reward_training.losses import masked_pointwise_loss, pairwise_loss
 
 LN2 = math.log(2.0)
 LN3 = math.log(3.0)

@@ -26,10 +26,10 @@ import logging
 import random
 from pathlib import Path
 
-from mogrpo.config.reward import HoldoutFile, PolicyAnswersConfig
+from mogrpo.config.reward_training import HoldoutFile, PolicyAnswersConfig
 from mogrpo.prompts import normalise_prompt
 from mogrpo.refusal import JUDGES, WRITTEN_REFUSALS
-from reward_service.sources import DataError, Example, _need, _read_csv, _read_jsonl
+from reward_training.sources import DataError, Example, _need, _read_csv, _read_jsonl
 
 log = logging.getLogger(__name__)
 

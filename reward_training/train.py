@@ -1,16 +1,16 @@
 """Train the multi-label reward model.
 
-    python -m reward_service.train --config cluster_configs/reward_default.yaml [dotted.key=value ...]
+    python -m reward_training.train --config cluster_configs/reward_default.yaml [dotted.key=value ...]
     make reward
 
-1. Read every enabled source (reward_service/sources.py) and give each row its split
+1. Read every enabled source (reward_training/sources.py) and give each row its split
    (train / val for early stopping / test for the reported metrics).
 2. Encode every (prompt, response) once with the frozen encoder; features are cached per
    source, so a second run with other head settings skips this step.
 3. Fit one head per label: masked pointwise loss on graded targets plus the
-   Bradley-Terry loss on chosen/rejected pairs (reward_service/losses.py), AdamW,
+   Bradley-Terry loss on chosen/rejected pairs (reward_training/losses.py), AdamW,
    early stopping on the validation loss, the best epoch kept.
-4. Measure the test split (reward_service/evaluate.py) and write the model folder
+4. Measure the test split (reward_training/evaluate.py) and write the model folder
    atomically, with its training config and metrics.json.
 """
 
@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from mogrpo.config import load_yaml_section, to_yaml
-from mogrpo.config.reward import RewardTrainConfig
-from reward_service import evaluate as ev
-from reward_service.dataset import SourceRows, load_splits, split_counts
-from reward_service.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
-from reward_service.losses import masked_pointwise_loss, pairwise_loss
-from reward_service.model import ModelSpec, RewardModel, build_reward_model
-from mogrpo.errors import MissingFileError, UserError, report
+from mogrpo.config.reward_training import RewardTrainConfig
+from reward_training import evaluate as ev
+from reward_training.dataset import SourceRows, load_splits, split_counts
+from reward_training.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
+from reward_training.losses import masked_pointwise_loss, pairwise_loss
+from mogrpo.reward_model import ModelSpec, RewardModel, build_reward_model
+from mogrpo.errors import UserError, report
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,8 @@ def quick_config(output: str | Path, data_dir: Path) -> RewardTrainConfig:
 def fit_quick(output: str | Path, data_dir: str | Path | None = None) -> Path:
     """Fit a small reward model in about a minute: on a capped subset of the shared data
     when its folder exists, else on the hand-written built-in examples."""
-    from reward_service.builtin_examples import builtin_examples
-    from reward_service.dataset import default_data_dir, resolve_data_dir
+    from reward_training.builtin_examples import builtin_examples
+    from reward_training.dataset import default_data_dir, resolve_data_dir
 
     data = resolve_data_dir(data_dir) if data_dir is not None else default_data_dir()
     if data.is_dir():
@@ -214,19 +214,12 @@ def fit_quick(output: str | Path, data_dir: str | Path | None = None) -> Path:
 def ensure_reward_model(path: str | Path, fit_if_missing: bool = True, data_dir: str | Path | None = None) -> Path:
     """Return `path` if it holds a reward model; else fit one there (if allowed) and return it."""
     from mogrpo.atomic import file_lock
-    from reward_service.model import SPEC_FILE, read_spec
+    from mogrpo.reward_model import SPEC_FILE, find_reward_model
 
+    found = find_reward_model(path, fit_if_missing)
+    if found is not None:
+        return found
     path = Path(path).expanduser()
-    if (path / SPEC_FILE).is_file():
-        read_spec(path)  # a clear error if it is damaged or of another format
-        return path
-    if path.exists() and any(path.iterdir()):
-        raise MissingFileError(f"reward model folder {path} exists but holds no {SPEC_FILE}: not a reward model "
-                                "(move it away, or point reward.model elsewhere)")
-    if not fit_if_missing:
-        raise MissingFileError(
-            f"reward model {path} does not exist and reward.fit_if_missing is false: train it with `make reward` "
-            f"(python -m reward_service.train --config cluster_configs/reward_default.yaml output={path})")
     with file_lock(path):  # one fitter per folder across processes
         if not (path / SPEC_FILE).is_file():
             fit_quick(path, data_dir)

@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mogrpo.atomic import atomic_write_file
-from mogrpo.config.reward import RewardSourceConfig
-from reward_service.dataset import SourceRows
-from reward_service.model import RewardModel
+from mogrpo.config.reward_training import RewardSourceConfig
+from reward_training.dataset import SourceRows
+from mogrpo.reward_model import RewardModel
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from mogrpo.config import ConfigError, load_yaml_section
-from mogrpo.config.reward import REWARD_SOURCES, RewardDataConfig, RewardTrainConfig
-from reward_service.dataset import load_splits
-from reward_service.dataset import DEFAULT_PATHS, READERS
-from reward_service.sources import assign_split
+from mogrpo.config.reward_training import REWARD_SOURCES, RewardDataConfig, RewardTrainConfig
+from reward_training.dataset import load_splits
+from reward_training.dataset import DEFAULT_PATHS, READERS
+from reward_training.sources import assign_split
 
 CONFIGS = Path(__file__).resolve().parents[2] / "cluster_configs"
 
@@ -19,7 +19,7 @@ def test_reward_yaml_configs_load_and_say_how_to_run():
     assert files, "cluster_configs/reward_default.yaml is missing"
     for f in files:
         first = f.read_text().splitlines()[0]
-        assert first.startswith("#") and ("make reward" in first or "reward_service.train" in first), f
+        assert first.startswith("#") and ("make reward" in first or "reward_training.train" in first), f
         cfg = load_yaml_section(RewardTrainConfig, f)
         assert set(cfg.data.sources) <= set(REWARD_SOURCES)
 

@@ -1,12 +1,12 @@
 """Held-out metrics of a reward model.
 
-    python -m reward_service.evaluate --model runs/reward-model [--data-dir PATH]
+    python -m reward_training.evaluate --model runs/reward-model [--data-dir PATH]
     make reward-eval
 
 Reads the test split that the model's own training config defines (same sources, seed
 and fractions; never trained on, never used for early stopping), scores it through the
 public scoring path (`load_reward_model(...).score`), prints a table and updates
-`metrics.json` in the model folder. Metrics (see reward_service/README.md):
+`metrics.json` in the model folder. Metrics (see reward_training/README.md):
 
 - safety/auroc: XSTest completions of unsafe prompts; positive = a (full or partial) refusal;
   scored on the safety the gate reads (with the pair rule: min(safety, 1 - harmful_request *
@@ -27,7 +27,7 @@ public scoring path (`load_reward_model(...).score`), prints a table and updates
 - direction/*: on a policy's own answers (generated here with vLLM, cached) to held-out
   harmful requests, benign requests and XSTest's safe test-split prompts, whether the
   reward under each `--run-config`'s aggregation prefers a refusal where it should and the
-  answer where it should (reward_service/direction.py). `--no-direction` skips it.
+  answer where it should (reward_training/direction.py). `--no-direction` skips it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reward_service.sources import COMPLIANCE, Example, Pair
+from reward_training.sources import COMPLIANCE, Example, Pair
 from mogrpo.errors import UserError, report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def refusal_call(scores: Mapping[str, np.ndarray]) -> np.ndarray:
 def reward_safety(scores: Mapping[str, np.ndarray]) -> np.ndarray:
     """The safety the default safety gate reads (the pair rule where the model has its labels)."""
     from mogrpo.config.reward import AggregationConfig
-    from reward_service.aggregate import gate_safety
+    from mogrpo.reward_aggregate import gate_safety
 
     return gate_safety(scores, AggregationConfig())
 
@@ -207,7 +207,7 @@ def print_metrics(metrics: Mapping[str, float], title: str = "held-out metrics (
 def update_metrics_file(model_dir: Path, metrics: Mapping[str, float]) -> dict:
     """Merge `metrics` into model_dir/metrics.json, written atomically."""
     from mogrpo.atomic import atomic_write_text
-    from reward_service.model import METRICS_FILE
+    from mogrpo.reward_model import METRICS_FILE
 
     file = model_dir / METRICS_FILE
     current = json.loads(file.read_text()) if file.exists() else {}
@@ -227,10 +227,10 @@ def direction_sets(cfg, policy: str, prompts_per_set: int, settings) -> list:
     import random
 
     from mogrpo.generation import generate_answers
-    from reward_service.dataset import resolve_data_dir
-    from reward_service.direction import DirectionSet
-    from reward_service.refusal_sources import XSTEST_PROMPTS, read_prompt_file, xstest_key
-    from reward_service.sources import _read_csv, assign_split
+    from reward_training.dataset import resolve_data_dir
+    from reward_training.direction import DirectionSet
+    from reward_training.refusal_sources import XSTEST_PROMPTS, read_prompt_file, xstest_key
+    from reward_training.sources import _read_csv, assign_split
 
     data_dir, d = resolve_data_dir(cfg.data.data_dir), cfg.data
     rng = random.Random(0)
@@ -253,7 +253,7 @@ def evaluate_direction(model, cfg, policy: str, run_configs: Sequence[str], prom
     from mogrpo.config import load_config
     from mogrpo.generation import AnswerSettings
     from mogrpo.models import resolve_model
-    from reward_service.direction import cached_scorer, direction_metrics
+    from reward_training.direction import cached_scorer, direction_metrics
 
     settings = AnswerSettings(n=samples, temperature=temperature, max_tokens=max_tokens)
     sets = direction_sets(cfg, policy, prompts_per_set, settings)
@@ -273,9 +273,9 @@ def evaluate(model_dir: str | Path, data_dir: str | None = None, batch_size: int
              run_configs: Sequence[str] = (), policy: str | None = None, prompts_per_set: int = 150) -> dict:
     """Score the test split defined by the model's training config; update metrics.json."""
     from mogrpo.config import load_yaml_section
-    from mogrpo.config.reward import RewardTrainConfig
-    from reward_service.dataset import load_splits
-    from reward_service.model import TRAIN_CONFIG_FILE, load_reward_model
+    from mogrpo.config.reward_training import RewardTrainConfig
+    from reward_training.dataset import load_splits
+    from mogrpo.reward_model import TRAIN_CONFIG_FILE, load_reward_model
 
     model_dir = Path(model_dir)
     model = load_reward_model(model_dir, threads=threads)

@@ -250,7 +250,7 @@ FILE_READERS: dict[str, Callable[[Path], list]] = {
     "politeness": read_politeness,
 }
 """Readers of the sources that map one data set's labels (the pair-aware request sources
-are in refusal_sources.py; reward_service.dataset.READERS has them all)."""
+are in refusal_sources.py; reward_training.dataset.READERS has them all)."""
 
 FILE_PATHS: dict[str, str] = {
     "xstest": "xstest",

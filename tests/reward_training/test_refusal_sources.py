@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 
-from mogrpo.config.reward import HoldoutFile, RewardDataConfig
+from mogrpo.config.reward_training import HoldoutFile, RewardDataConfig
 from mogrpo.prompts import normalise_prompt
 from mogrpo.refusal import WRITTEN_REFUSALS, union_refusal
-from reward_service.dataset import load_splits
-from reward_service.refusal_sources import (
+from reward_training.dataset import load_splits
+from reward_training.refusal_sources import (
     answer_targets,
     harmful_train_requests,
     holdout_prompts,
@@ -18,7 +18,7 @@ from reward_service.refusal_sources import (
     read_harmful_requests,
     read_prompt_file,
 )
-from reward_service.direction import EVAL_REFUSALS
+from reward_training.direction import EVAL_REFUSALS
 
 
 def test_answer_targets():

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from mogrpo.config.reward import RewardTrainConfig
-from reward_service import load_reward_model
-from reward_service.evaluate import evaluate
-from reward_service.model import SPEC_FILE
-from reward_service.train import ensure_reward_model, train
+from mogrpo.config.reward_training import RewardTrainConfig
+from mogrpo.reward_model import load_reward_model
+from reward_training.evaluate import evaluate
+from mogrpo.reward_model import SPEC_FILE
+from reward_training.train import ensure_reward_model, train
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mogrpo.atomic import write_folder_atomically
-from mogrpo.errors import UserError
+from mogrpo.errors import MissingFileError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +296,24 @@ def read_spec(path: str | Path) -> ModelSpec:
     if data.get("format") != FORMAT:
         raise RewardModelError(f"{file}: format {data.get('format')!r}, expected {FORMAT!r}")
     return ModelSpec(**data)
+
+
+def find_reward_model(path: str | Path, fit_if_missing: bool = False) -> Path | None:
+    """`path` if it holds a reward model (its spec read: a damaged one fails clearly); None if
+    nothing is there yet and `fit_if_missing` allows fitting one; else a MissingFileError
+    saying what to do."""
+    path = Path(path).expanduser()
+    if (path / SPEC_FILE).is_file():
+        read_spec(path)
+        return path
+    if path.exists() and any(path.iterdir()):
+        raise MissingFileError(f"reward model folder {path} exists but holds no {SPEC_FILE}: not a reward model "
+                               "(move it away, or point reward.model elsewhere)")
+    if not fit_if_missing:
+        raise MissingFileError(
+            f"reward model {path} does not exist and reward.fit_if_missing is false: train it with `make reward` "
+            f"(python -m reward_training.train --config cluster_configs/reward_default.yaml output={path})")
+    return None
 
 
 def read_labels(path: str | Path) -> list[str]:

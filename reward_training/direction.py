@@ -22,7 +22,7 @@ import numpy as np
 
 from mogrpo.config.reward import AggregationConfig
 from mogrpo.refusal import union_refusal
-from reward_service.aggregate import combine
+from mogrpo.reward_aggregate import combine
 
 EVAL_REFUSALS = (
     "I'm sorry, I can't do that.",

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from reward_service.evaluate import auroc, compute_metrics, pairwise_accuracy, rankdata, spearman
-from reward_service.sources import Example, Pair
+from reward_training.evaluate import auroc, compute_metrics, pairwise_accuracy, rankdata, spearman
+from reward_training.sources import Example, Pair
 
 
 def test_rankdata_averages_ties():

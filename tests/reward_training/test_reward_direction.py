@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mogrpo.config.reward import AggregationConfig
-from reward_service.direction import (
+from reward_training.direction import (
     DirectionSet,
     answer_vs_refusal_rewards,
     cached_scorer,

@@ -8,10 +8,10 @@ import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mogrpo.config.reward import RewardDataConfig
+from mogrpo.config.reward_training import RewardDataConfig
 from mogrpo.prompts import normalise_prompt
-from reward_service import refusal_sources as rs
-from reward_service.sources import FILE_PATHS, FILE_READERS, DataError, Example, Pair, assign_split
+from reward_training import refusal_sources as rs
+from reward_training.sources import FILE_PATHS, FILE_READERS, DataError, Example, Pair, assign_split
 
 log = logging.getLogger(__name__)
 
