@@ -59,8 +59,9 @@ def run(model: str | None = None, responses: int = 256, group_size: int = 4, req
     import torch
 
     from mogrpo.runtime import init_ray, worker_env
+    from mogrpo.config import RunConfig
     from mogrpo.reward_model import load_reward_model
-    from reward_service.actor import RewardActor
+    from orchestration.actors import start_actor
 
     prompts, texts, groups, lengths = make_inputs(responses, group_size)
     per = -(-responses // requests)
@@ -72,8 +73,8 @@ def run(model: str | None = None, responses: int = 256, group_size: int = 4, req
         bare_model = load_reward_model(path, threads=threads)
         init_ray(None, num_cpus=max(2, threads), num_gpus=0, runtime_env={"env_vars": worker_env(threads)})
         try:
-            actor = ray.remote(num_cpus=threads)(RewardActor).remote(
-                model_path=str(path), max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, omp_threads=threads)
+            cfg = RunConfig(reward={"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms, "omp_threads": threads})
+            actor = start_actor("reward", cfg, path)
             ray.get(actor.labels.remote())
 
             def bare() -> float:

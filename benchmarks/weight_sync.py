@@ -29,13 +29,13 @@ import ray
 from benchmarks.results import merge_results, print_table
 from learner.actor import LearnerWorker
 from mogrpo.batch import Prompt, RewardScores, SamplingSettings
-from mogrpo.config.learner import LearnerConfig
+from mogrpo.config import load_config
 from mogrpo.config.sections import WeightSyncConfig
-from mogrpo.hardware import local_dtype
+from mogrpo.hardware import resolve_auto_dtypes
 from mogrpo.models import resolve_model
 from mogrpo.runtime import free_port, worker_env
+from orchestration.actors import start_actor
 from orchestration.groups import LearnerGroup, RolloutGroup, gather
-from orchestration.steps import connect_weight_sync, sync_weights
 from rollout.worker import RolloutWorker
 
 
@@ -49,6 +49,22 @@ class PerParamLearner(LearnerWorker):
         name, param = list(self.engine.module.named_parameters())[index]
         self.sender.send(version, [(name, param)], dtype=self.wire_dtype)
 
+    def probe_transport(self, nbytes: int) -> int:
+        """One raw broadcast of `nbytes`: what the wire alone costs."""
+        self.sender.group.probe(nbytes)
+        return nbytes
+
+
+def _probe_receive(worker, nbytes: int) -> int:  # runs inside vLLM's worker (collective_rpc)
+    worker.weight_transfer_engine.group.probe(nbytes)
+    return nbytes
+
+
+def _receive_without_loading(worker, version: int) -> int:  # the protocol and the wire, without vLLM's load
+    for _ in worker.weight_transfer_engine.receiver.receive(version):
+        pass
+    return version
+
 
 class PerParamRollout(RolloutWorker):
     """The vLLM end of the baseline: one RPC and one broadcast per parameter."""
@@ -60,7 +76,10 @@ class PerParamRollout(RolloutWorker):
         self.llm.update_weights({"update_info": {"version": version}})
 
     def drain(self, version: int) -> int:
-        return self.llm.collective_rpc("receive_without_loading", args=(version,))[0]
+        return self.llm.collective_rpc(_receive_without_loading, args=(version,))[0]
+
+    def probe_transport(self, nbytes: int) -> int:
+        return self.llm.collective_rpc(_probe_receive, args=(nbytes,))[0]
 
     def end(self, version: int) -> int:
         self.llm.finish_weight_update(weight_version=str(version))
@@ -83,19 +102,19 @@ def timed(fns, repeats: int) -> list[float]:
 
 def run(repeats: int = 11, bucket_mb: float = 16) -> dict:
     path = str(resolve_model("smollm2-135m-instruct"))
-    env = {"num_cpus": 1, "runtime_env": {"env_vars": worker_env(2)}}  # threads as in cpu_smoke.yaml
-    dtype = local_dtype("auto")  # as cluster_configs/cpu_smoke.yaml: bf16 only where the CPU has it
-    cfg = LearnerConfig(dtype=dtype, zero_stage=2, lr=1e-6)
-    learner = ray.remote(PerParamLearner).options(**env).remote(
-        path, cfg, group_size=4, max_new_tokens=64, master_port=free_port())
-    worker = ray.remote(PerParamRollout).options(**env).remote(path, dtype=dtype, max_model_len=512)
+    # as cluster_configs/cpu_smoke.yaml: its threads, and bf16 only where the CPU has it
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", ["learner.lr=1e-6", "rollout.max_new_tokens=64"])
+    cfg = resolve_auto_dtypes(cfg)
+    dtype = cfg.model.dtype
+    learner = start_actor("learner", cfg, path, actor_class=PerParamLearner, master_port=free_port())
+    worker = start_actor("rollout", cfg, path, actor_class=PerParamRollout)
     gather({"learner": learner.ready.remote(), "rollout": worker.ready.remote()}, "start")
     learners, rollouts = LearnerGroup([learner]), RolloutGroup([worker], ["rollout-0"], 1)
-    connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=bucket_mb, timeout_s=300), dtype)
+    rollouts.connect(learners, WeightSyncConfig(bucket_mb=bucket_mb, timeout_s=300), dtype)
     version = iter(range(1, 10**6))
 
     def bucketed():
-        return sync_weights(learners, rollouts, next(version))
+        return rollouts.sync(next(version))
 
     stats = bucketed()  # warm-up: the layout is planned and published once
     nbytes = stats["weight_sync/bytes"]

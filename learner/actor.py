@@ -28,7 +28,7 @@ from learner.logprobs import response_logprobs
 from learner.losses import (LossSettings, PolicyLossInput, accumulate_metrics, loss_variant, policy_loss,
                             truncated_is_weights)
 from mogrpo.batch import RolloutBatch
-from mogrpo.config.learner import LearnerConfig
+from mogrpo.config import RunConfig
 from mogrpo.hardware import local_dtype
 from mogrpo.weight_sync import SyncEndpoint, SyncGroup, WeightSender
 
@@ -46,24 +46,11 @@ def single_thread():
 
 
 class LearnerWorker:
-    """One data-parallel rank of the learner."""
+    """One data-parallel rank of the learner: its `learner` section, plus the group size,
+    response length and temperature of the rollouts it trains on, from the run config."""
 
-    def __init__(
-        self,
-        model_path: str,
-        cfg: LearnerConfig,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        master_addr: str = "127.0.0.1",
-        master_port: int = 29500,
-        group_size: int,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        total_steps: int = 1,
-        seed: int = 0,
-        trust_remote_code: bool = False,
-    ):
+    def __init__(self, model_path: str, run: RunConfig, *, rank: int = 0, world_size: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: int = 29500):
         # DeepSpeed reads its rendezvous from the environment. Ray gives each actor its
         # own CUDA_VISIBLE_DEVICES, so the local rank is always 0.
         os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size),
@@ -71,18 +58,19 @@ class LearnerWorker:
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-        torch.manual_seed(seed)
-        cfg = cfg.model_copy(update={"dtype": local_dtype(cfg.dtype)})
+        torch.manual_seed(run.seed)
+        cfg = run.learner.model_copy(update={"dtype": local_dtype(run.learner.dtype)})
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.model_path = model_path
-        self.group_size, self.max_new_tokens, self.temperature = group_size, max_new_tokens, temperature
-        policy = load_policy(model_path, cfg, trust_remote_code)
-        self.reference = load_reference(model_path, cfg, trust_remote_code)
-        total_optimizer_steps = total_steps * cfg.mini_batches * cfg.epochs
+        self.group_size, self.max_new_tokens = run.rollout.group_size, run.rollout.max_new_tokens
+        self.temperature = run.rollout.temperature
+        policy = load_policy(model_path, cfg, run.model.trust_remote_code)
+        self.reference = load_reference(model_path, cfg, run.model.trust_remote_code)
+        total_optimizer_steps = run.steps * cfg.mini_batches * cfg.epochs
         self.engine, self.scheduler = build_engine(policy, cfg, world_size, total_optimizer_steps)
         if self.reference is not None:
             self.reference.to(self.engine.device)
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank)
+        self.generator = torch.Generator().manual_seed(run.seed * 7919 + rank)
         self.sender: WeightSender | None = None
         self.wire_dtype: torch.dtype | None = None
 
@@ -266,11 +254,6 @@ class LearnerWorker:
         return {"weight_sync/bytes": stats.bytes, "weight_sync/buckets": stats.buckets,
                 "weight_sync/view_buckets": stats.view_buckets,
                 "weight_sync/seconds": stats.seconds, "weight_sync/wait_seconds": stats.wait_seconds}
-
-    def probe_transport(self, nbytes: int) -> int:
-        """Send one raw broadcast of `nbytes` (pairs with RolloutWorker.probe_transport)."""
-        self.sender.group.probe(nbytes)
-        return nbytes
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str) -> str | None:

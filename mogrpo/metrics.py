@@ -3,6 +3,7 @@ scalars as TensorBoard events, and a one-line status for the terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -62,3 +63,13 @@ def status_line(step: int, steps: int, m: dict, labels: list[str]) -> str:
         f"{m.get('time/step', 0.0):.1f}s (gen {m.get('time/generate', 0.0):.1f} rew {m.get('time/reward', 0.0):.1f} "
         f"train {m.get('time/train', 0.0):.1f} sync {m.get('time/sync', 0.0):.1f})"
     )
+
+
+@contextlib.contextmanager
+def timed(times: dict[str, float], name: str):
+    """Add the seconds the `with` block takes to `times[name]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        times[name] = times.get(name, 0.0) + time.perf_counter() - start

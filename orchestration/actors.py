@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -41,41 +42,43 @@ def _where() -> dict:
     return {"ip": node_ip(), "port": free_port()}
 
 
-def _options(pg, bundle: int, bundle_resources: dict, omp_threads: int, extra_env: dict | None = None,
-             heap_malloc: bool = True):
-    return {
-        "num_cpus": bundle_resources["CPU"],
-        "num_gpus": bundle_resources.get("GPU", 0),
-        "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle),
-        "runtime_env": {"env_vars": worker_env(omp_threads, extra_env, heap_malloc)},
-        "max_restarts": 0,
-    }
-
-
-def rollout_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path, names: list[str]):
-    """A function that starts rollout worker i in its bundle (at the start, and again to
-    replace a worker that died)."""
+def start_actor(role: Literal["learner", "rollout", "reward"], cfg: RunConfig, model_path: str | Path,
+                *, placement: dict | None = None, actor_class: type | None = None, **kwargs):
+    """Start one actor of `role` from the run config: the learner rank (`rank`, `world_size`,
+    `master_addr`, `master_port` in kwargs), rollout worker (`index`) or reward replica.
+    Its threads and environment come from the role's config section; `placement` adds Ray
+    options (resources, a placement-group bundle); `actor_class` a subclass to start instead
+    (benchmarks). Tests and benchmarks start actors here too."""
+    from learner.actor import LearnerWorker
     from rollout.worker import RolloutWorker
 
-    vllm_env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.rollout.cpu_kv_cache_gib)}
-    lora_adapter = cfg.learner.lora.peft_kwargs() if cfg.learner.lora.syncs_adapters else None
+    if role == "learner":
+        cls, section, args = LearnerWorker, cfg.learner, (str(model_path), cfg)
+        env = worker_env(section.omp_threads, heap_malloc=False)
+    elif role == "rollout":
+        cls, section, args = RolloutWorker, cfg.rollout, (str(model_path), cfg)
+        env = worker_env(section.omp_threads, {"VLLM_CPU_KVCACHE_SPACE": str(section.cpu_kv_cache_gib)})
+    else:
+        cls, section, args = RewardActor, cfg.reward, (str(model_path), cfg.reward)
+        env = worker_env(section.omp_threads)
+    options = {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus, "runtime_env": {"env_vars": env},
+               "max_restarts": 0, **(placement or {})}
+    return ray.remote(actor_class or cls).options(**options).remote(*args, **kwargs)
+
+
+def in_bundle(pg, placement: Placement, bundle: int) -> dict:
+    """Ray options that put an actor in `bundle` of the run's placement group."""
+    resources = placement.bundles[bundle]
+    return {"num_cpus": resources["CPU"], "num_gpus": resources.get("GPU", 0),
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle)}
+
+
+def rollout_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path):
+    """A function that starts rollout worker i in its bundle (at the start, and again to
+    replace a worker that died)."""
 
     def spawn(i: int):
-        bundle = placement.rollout[i]
-        options = _options(pg, bundle, placement.bundles[bundle], cfg.rollout.omp_threads, vllm_env)
-        return ray.remote(RolloutWorker).options(**options).remote(
-            str(policy_path),
-            name=names[i],
-            dtype=cfg.model.dtype,
-            max_model_len=cfg.model.max_model_len,
-            seed=cfg.seed + i,
-            tensor_parallel_size=cfg.rollout.tensor_parallel_size,
-            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-            enforce_eager=cfg.rollout.enforce_eager,
-            enable_prefix_caching=cfg.rollout.enable_prefix_caching,
-            trust_remote_code=cfg.model.trust_remote_code,
-            lora_adapter=lora_adapter,
-        )
+        return start_actor("rollout", cfg, policy_path, placement=in_bundle(pg, placement, placement.rollout[i]), index=i)
 
     return spawn
 
@@ -83,8 +86,6 @@ def rollout_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path,
 def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward_path: Path) -> Actors:
     """Create every actor; returns once all are ready. Learner rank 0 comes first, so its
     node hosts DeepSpeed's rendezvous."""
-    from learner.actor import LearnerWorker
-
     pg = placement_group(placement.bundles, strategy=placement.strategy)
     timeout = cfg.cluster.actor_start_timeout_s
     ready, _ = ray.wait([pg.ready()], timeout=timeout)
@@ -97,40 +98,17 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
     ds_master = ray.get(_where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
         pg, placement_group_bundle_index=placement.learner[0])).remote())
 
-    n_learners = cfg.learner.num_workers
-    learners = [
-        ray.remote(LearnerWorker).options(**_options(pg, b, placement.bundles[b], cfg.learner.omp_threads,
-                                                     heap_malloc=False)).remote(
-            str(policy_path),
-            cfg.learner,
-            rank=rank,
-            world_size=n_learners,
-            master_addr=ds_master["ip"],
-            master_port=ds_master["port"],
-            group_size=cfg.rollout.group_size,
-            max_new_tokens=cfg.rollout.max_new_tokens,
-            temperature=cfg.rollout.temperature,
-            total_steps=cfg.steps,
-            seed=cfg.seed,
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
-        for rank, b in enumerate(placement.learner)
-    ]
+    learners = [start_actor("learner", cfg, policy_path, placement=in_bundle(pg, placement, b), rank=rank,
+                            world_size=cfg.learner.num_workers, master_addr=ds_master["ip"],
+                            master_port=ds_master["port"])
+                for rank, b in enumerate(placement.learner)]
+    spawn_rollout = rollout_spawner(cfg, pg, placement, policy_path)
+    workers = [spawn_rollout(i) for i in range(cfg.rollout.num_workers)]
+    rewards = [start_actor("reward", cfg, reward_path, placement=in_bundle(pg, placement, b)) for b in placement.reward]
     rollout_names = [f"rollout-{i}" for i in range(cfg.rollout.num_workers)]
-    spawn_rollout = rollout_spawner(cfg, pg, placement, policy_path, rollout_names)
-    workers = [spawn_rollout(i) for i in range(len(rollout_names))]
-    rewards = [
-        ray.remote(RewardActor).options(**_options(pg, b, placement.bundles[b], cfg.reward.omp_threads)).remote(
-            model_path=str(reward_path),
-            aggregation=cfg.reward.aggregation,
-            max_batch_size=cfg.reward.max_batch_size,
-            max_wait_ms=cfg.reward.max_wait_ms,
-            omp_threads=cfg.reward.omp_threads,
-        )
-        for b in placement.reward
-    ]
     reward_names = [f"reward-{i}" for i in range(len(rewards))]
-    rollout = RolloutGroup(workers, rollout_names, cfg.rollout.tensor_parallel_size, spawn_rollout)
+    rollout = RolloutGroup(workers, rollout_names, cfg.rollout.tensor_parallel_size, spawn_rollout,
+                           max_restarts=cfg.rollout.max_restarts, start_timeout_s=timeout)
     actors = Actors(LearnerGroup(learners), rollout, RewardClient(rewards, cfg.reward.aggregation), reward_names, pg)
     named = {**{n: h.ready.remote() for n, h in zip(actors.learner.names, learners)},
              **{n: h.ready.remote() for n, h in zip(rollout_names, workers)},

@@ -1,16 +1,23 @@
 """Actor groups: plain classes that hold the handles of one role's actors, fan calls out
 and put the answers back together. Every wait goes through `gather`, which names the
-actor that died or failed."""
+actor that died or failed; calls on the rollout group survive workers that die."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import ray
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
+from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.weight_sync import SyncEndpoint
+
+log = logging.getLogger("mogrpo")
+T = TypeVar("T")
 
 
 class ActorFailedError(RuntimeError):
@@ -51,14 +58,144 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+@dataclass
+class Generation:
+    """Generation in flight on the rollout workers: the calls, and what they were asked
+    (to ask again if a worker dies before answering)."""
+
+    refs: dict[str, ray.ObjectRef]
+    prompts: list[Prompt]
+    sampling: SamplingSettings
+    first_group_id: int
+    version: int | None
+
+
 class RolloutGroup:
     """The vLLM rollout workers; prompts are split between them in contiguous chunks.
-    `spawn(i)` starts a new worker i in its placement bundle (to replace a dead one)."""
+
+    Every call on the group survives workers that die (a vLLM crash, an out-of-memory kill,
+    a lost node), at most `max_restarts` in a run, once `connect` has joined the group to the
+    learner. A collective cannot take in a new member, so recovery re-forms the sync group:
+    1. wait until the calls in flight when the failure surfaced have settled (a learner
+       blocked on the dead peer fails within `weight_sync.timeout_s`);
+    2. find the workers whose process is gone and start new ones with `spawn(i)` (in their
+       placement bundles);
+    3. every member (learner rank 0, surviving and new workers) joins a fresh sync group;
+    4. one full sync brings every worker to the current policy version;
+    5. the call that failed runs again.
+    Anything else (a worker that raised but is alive, restarts used up) re-raises the error:
+    the run stops and resumes from its last checkpoint."""
 
     def __init__(self, handles: list, names: list[str], ranks_per_worker: int,
-                 spawn: Callable[[int], ray.actor.ActorHandle] | None = None):
+                 spawn: Callable[[int], ray.actor.ActorHandle] | None = None, max_restarts: int = 0,
+                 start_timeout_s: float = 300):
         self.handles, self.names, self.ranks_per_worker = handles, names, ranks_per_worker
-        self.spawn = spawn
+        self.spawn, self.max_restarts, self.start_timeout_s = spawn, max_restarts, start_timeout_s
+        self.restarts = 0
+        self.learner: LearnerGroup | None = None  # set by `connect`
+        self.sync_config: WeightSyncConfig | None = None
+        self.wire_dtype = ""
+
+    # ------------------------------------------------------------------ generation
+    def start_generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
+                       version: int | None = None) -> Generation:
+        chunks = np.array_split(np.arange(len(prompts)), len(self.handles))
+        refs = {
+            name: handle.generate.remote([prompts[i] for i in chunk], sampling, first_group_id + int(chunk[0]), version)
+            for name, handle, chunk in zip(self.names, self.handles, chunks)
+            if len(chunk)
+        }
+        return Generation(refs, prompts, sampling, first_group_id, version)
+
+    def finish_generate(self, generation: Generation) -> RolloutBatch:
+        """The batch of a generation started earlier (generated again if a worker died)."""
+        g = generation
+        return self._survive(lambda: RolloutBatch.concat(list(gather(g.refs, "generate").values())), g.version,
+                             redo=lambda: self.generate(g.prompts, g.sampling, g.first_group_id, g.version))
+
+    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
+                 version: int | None = None) -> RolloutBatch:
+        return self.finish_generate(self.start_generate(prompts, sampling, first_group_id, version))
+
+    # ------------------------------------------------------------------ weight sync
+    def connect(self, learner: LearnerGroup, sync: WeightSyncConfig, wire_dtype: str) -> SyncEndpoint:
+        """Open the sync group: learner rank 0 (it hosts the rendezvous) and every vLLM
+        worker rank; all members join at once."""
+        self.learner, self.sync_config, self.wire_dtype = learner, sync, wire_dtype
+        addr, port = ray.get(learner.handles[0].sync_rendezvous.remote())
+        tp = self.ranks_per_worker
+        endpoint = SyncEndpoint(
+            transport=sync.transport,
+            master_addr=sync.master_addr or addr,
+            master_port=sync.master_port or port,
+            world_size=1 + len(self.handles) * tp,
+            timeout_s=sync.timeout_s,
+            peer_names=["learner"] + [name for name in self.names for _ in range(tp)],
+        )
+        inits = {n: h.init_weight_sync.remote(endpoint, int(sync.bucket_mb * 2**20), sync.verify_checksum, wire_dtype)
+                 for n, h in zip(learner.names, learner.handles)}
+        workers = {name: h.init_weight_sync.remote(endpoint, 1 + i * tp)
+                   for i, (name, h) in enumerate(zip(self.names, self.handles))}
+        gather({**inits, **workers}, "weight-sync group set-up")
+        return endpoint
+
+    def sync(self, version: int) -> dict:
+        """Broadcast the learner's weights as `version`; both ends run at once. Returns the
+        learner's sync statistics (none if a worker died and recovery synced everyone)."""
+        return self._survive(lambda: self._sync(version), version, redo=dict)
+
+    def _sync(self, version: int) -> dict:
+        sends = self.learner.send_weights(version)
+        receives = {name: h.update_weights.remote(version) for name, h in zip(self.names, self.handles)}
+        results = gather({**sends, **receives}, f"weight sync v{version}")
+        wrong = {n: v for n, v in results.items() if n in receives and v != version}
+        if wrong:
+            raise RuntimeError(f"weight sync v{version}: workers report other versions {wrong}")
+        return results["learner-0"]
+
+    def ensure_current(self, version: int) -> None:
+        """A worker whose version differs from the learner's is re-synced."""
+        stale = {n: v for n, v in self.versions().items() if v != version}
+        if stale and version > 0:
+            log.warning("re-syncing workers that missed policy version %d: %s", version, stale)
+            self.sync(version)
+
+    def versions(self) -> dict[str, int]:
+        return gather({n: h.policy_version.remote() for n, h in zip(self.names, self.handles)}, "policy_version")
+
+    # ------------------------------------------------------------------ recovery
+    def _survive(self, action: Callable[[], T], version: int | None, redo: Callable[[], T]) -> T:
+        """`action()`; if it fails because workers died, replace them, bring everyone to
+        policy `version` and return `redo()`."""
+        try:
+            return action()
+        except ActorFailedError as err:
+            self._recover(err, version or 0)
+        return redo()
+
+    def _recover(self, err: ActorFailedError, version: int) -> None:
+        if self.learner is None or self.spawn is None:
+            raise err
+        if err.pending:
+            ray.wait(err.pending, num_returns=len(err.pending), timeout=self.sync_config.timeout_s + 30)
+        dead = self.dead()
+        if not dead:
+            raise err
+        names = [self.names[i] for i in dead]
+        if self.restarts + len(dead) > self.max_restarts:
+            raise ActorFailedError(f"{', '.join(names)} died and rollout.max_restarts="
+                                   f"{self.max_restarts} restarts are used up ({err})") from err
+        log.warning("%s died (%s); starting replacements and re-forming the weight-sync group", ", ".join(names), err)
+        for i in dead:
+            ray.kill(self.handles[i], no_restart=True)
+            self.handles[i] = self.spawn(i)
+            gather({self.names[i]: self.handles[i].ready.remote()}, f"restarting {self.names[i]}", self.start_timeout_s)
+        self.restarts += len(dead)
+        self.connect(self.learner, self.sync_config, self.wire_dtype)
+        if version > 0:
+            self._sync(version)
+        log.warning("%s replaced and at policy version %d (%d of %d restarts used)",
+                    ", ".join(names), version, self.restarts, self.max_restarts)
 
     def dead(self) -> list[int]:
         """Indices of the workers whose process is gone (a busy worker is not dead: call
@@ -74,41 +211,6 @@ class RolloutGroup:
             except ray.exceptions.GetTimeoutError:
                 pass
         return dead
-
-    def respawn(self, i: int, timeout_s: float) -> None:
-        """Replace worker i by a fresh one (policy version 0, outside any sync group)."""
-        if self.spawn is None:
-            raise RuntimeError("this rollout group cannot start workers (no spawn function)")
-        ray.kill(self.handles[i], no_restart=True)
-        self.handles[i] = self.spawn(i)
-        gather({self.names[i]: self.handles[i].ready.remote()}, f"restarting {self.names[i]}", timeout_s)
-
-    def start_generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int,
-                       version: int | None = None) -> dict:
-        chunks = np.array_split(np.arange(len(prompts)), len(self.handles))
-        return {
-            name: handle.generate.remote([prompts[i] for i in chunk], sampling, first_group_id + int(chunk[0]), version)
-            for name, handle, chunk in zip(self.names, self.handles, chunks)
-            if len(chunk)
-        }
-
-    @staticmethod
-    def finish_generate(refs: dict) -> RolloutBatch:
-        return RolloutBatch.concat(list(gather(refs, "generate").values()))
-
-    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
-                 version: int | None = None) -> RolloutBatch:
-        return self.finish_generate(self.start_generate(prompts, sampling, first_group_id, version))
-
-    def init_weight_sync(self, endpoint: SyncEndpoint) -> dict:
-        return {name: h.init_weight_sync.remote(endpoint, 1 + i * self.ranks_per_worker)
-                for i, (name, h) in enumerate(zip(self.names, self.handles))}
-
-    def update_weights(self, version: int) -> dict:
-        return {name: h.update_weights.remote(version) for name, h in zip(self.names, self.handles)}
-
-    def versions(self) -> dict[str, int]:
-        return gather({n: h.policy_version.remote() for n, h in zip(self.names, self.handles)}, "policy_version")
 
 
 class LearnerGroup:

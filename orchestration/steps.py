@@ -1,24 +1,20 @@
 """The pieces of one GRPO step that the driver strings together: generate, score,
-refill uninformative groups (DAPO dynamic sampling), sync weights, and record."""
+refill uninformative groups (DAPO dynamic sampling), and record."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
-import ray
 import torch
 
 from mogrpo.atomic import atomic_write_file
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
-from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.prompts import PromptSampler
-from mogrpo.weight_sync import SyncEndpoint
-from orchestration.groups import LearnerGroup, RolloutGroup, gather
+from orchestration.actors import Actors
+from orchestration.groups import Generation
 
-log = logging.getLogger("mogrpo")
 
 
 def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSettings:
@@ -34,15 +30,15 @@ def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSet
     )
 
 
-def start_generation(actors, sampler: PromptSampler, cfg: RunConfig, step: int, version: int) -> dict:
+def start_generation(actors: Actors, sampler: PromptSampler, cfg: RunConfig, step: int, version: int) -> Generation:
     """Start generating one step's groups from policy `version` (refs; the rollout group's
     `finish_generate` waits for them). Workers that missed an update are re-synced first."""
-    ensure_current(actors.learner, actors.rollout, version)
+    actors.rollout.ensure_current(version)
     return actors.rollout.start_generate(sampler.take(cfg.rollout.prompts_per_step), sampling_settings(cfg, step),
                                          first_group_id=0, version=version)
 
 
-def score(actors, batch: RolloutBatch) -> RolloutBatch:
+def score(actors: Actors, batch: RolloutBatch) -> RolloutBatch:
     scores = actors.reward.score(
         batch.column("prompt"), batch.column("response"), batch.group_ids.tolist(),
         [len(t) for t in batch.column("response_token_ids")],
@@ -50,7 +46,7 @@ def score(actors, batch: RolloutBatch) -> RolloutBatch:
     return batch.with_rewards(scores)
 
 
-def keep_informative(actors, sampler: PromptSampler, cfg: RunConfig, batch: RolloutBatch, step: int,
+def keep_informative(actors: Actors, sampler: PromptSampler, cfg: RunConfig, batch: RolloutBatch, step: int,
                      version: int) -> tuple[RolloutBatch, dict]:
     """DAPO dynamic sampling: drop groups whose rewards are all equal (zero advantage, no
     signal) and refill from new prompts, at most `dynamic_sampling_max_rounds` times; keep
@@ -79,45 +75,6 @@ def keep_informative(actors, sampler: PromptSampler, cfg: RunConfig, batch: Roll
                   "dynamic_sampling/groups": usable}
 
 
-def connect_weight_sync(learner: LearnerGroup, rollout: RolloutGroup, sync: WeightSyncConfig,
-                        wire_dtype: str) -> SyncEndpoint:
-    """Open the sync group: learner rank 0 (it hosts the rendezvous) and every vLLM worker
-    rank; all members join at once."""
-    addr, port = ray.get(learner.handles[0].sync_rendezvous.remote())
-    tp = rollout.ranks_per_worker
-    endpoint = SyncEndpoint(
-        transport=sync.transport,
-        master_addr=sync.master_addr or addr,
-        master_port=sync.master_port or port,
-        world_size=1 + len(rollout.handles) * tp,
-        timeout_s=sync.timeout_s,
-        peer_names=["learner"] + [name for name in rollout.names for _ in range(tp)],
-    )
-    inits = {n: h.init_weight_sync.remote(endpoint, int(sync.bucket_mb * 2**20), sync.verify_checksum, wire_dtype)
-             for n, h in zip(learner.names, learner.handles)}
-    gather({**inits, **rollout.init_weight_sync(endpoint)}, "weight-sync group set-up")
-    return endpoint
-
-
-def sync_weights(learner: LearnerGroup, rollout: RolloutGroup, version: int) -> dict:
-    """Broadcast the learner's weights as `version`; both ends run at once."""
-    sends = learner.send_weights(version)
-    receives = rollout.update_weights(version)
-    results = gather({**sends, **receives}, f"weight sync v{version}")
-    wrong = {n: v for n, v in results.items() if n in receives and v != version}
-    if wrong:
-        raise RuntimeError(f"weight sync v{version}: workers report other versions {wrong}")
-    return results["learner-0"]
-
-
-def ensure_current(learner: LearnerGroup, rollout: RolloutGroup, version: int) -> None:
-    """A worker whose version differs from the learner's is re-synced before it generates."""
-    stale = {n: v for n, v in rollout.versions().items() if v != version}
-    if stale and version > 0:
-        log.warning("re-syncing workers that missed policy version %d: %s", version, stale)
-        sync_weights(learner, rollout, version)
-
-
 def refusal_metrics(batch: RolloutBatch, tags: list[str]) -> dict:
     """Share of the step's responses that XSTest's string-match judge calls refusals, in all
     and per prompt tag (`tags[prompt_id]`; untagged prompts count only in the total)."""
@@ -131,7 +88,7 @@ def refusal_metrics(batch: RolloutBatch, tags: list[str]) -> dict:
     return out
 
 
-def held_out_refusals(actors, prompts: list[Prompt], max_new_tokens: int, version: int) -> dict:
+def held_out_refusals(actors: Actors, prompts: list[Prompt], max_new_tokens: int, version: int) -> dict:
     """Greedy answers of the current policy to held-out prompts -> `eval/<tag>_refusal` per tag."""
     greedy = SamplingSettings(group_size=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     batch = actors.rollout.generate(prompts, greedy, first_group_id=0, version=version)

@@ -26,21 +26,19 @@ from mogrpo.atomic import atomic_write_text
 from mogrpo.config import ConfigError, RunConfig, load_config, to_yaml
 from mogrpo.errors import UserError, report
 from mogrpo.hardware import resolve_auto_dtypes
-from mogrpo.metrics import MetricsLogger, status_line
+from mogrpo.metrics import MetricsLogger, status_line, timed
 from mogrpo.models import resolve_model
 from mogrpo.batch import Prompt
 from mogrpo.prompts import PromptSampler, load_prompts, normalise_prompt
 from orchestration import checkpoint
 from orchestration.placement import plan_placement
 from orchestration.steps import (
-    connect_weight_sync,
     held_out_refusals,
     keep_informative,
     save_rollouts,
     score,
     start_generation,
     step_metrics,
-    sync_weights,
 )
 
 log = logging.getLogger("mogrpo")
@@ -87,7 +85,6 @@ def held_out_prompts(cfg: RunConfig, tokenizer, train_prompts: list) -> list:
 def run(cfg: RunConfig) -> Path:
     from mogrpo.runtime import init_ray, worker_env
     from orchestration.actors import start_actors
-    from orchestration.recovery import RolloutRecovery
 
     # 0. pre-flight
     cfg = resolve_auto_dtypes(cfg)
@@ -108,7 +105,7 @@ def run(cfg: RunConfig) -> Path:
     log.info("actors ready in %.1fs", time.perf_counter() - t0)
     try:
         # 2. weight-sync group: learner rank 0 + every vLLM worker
-        connect_weight_sync(actors.learner, actors.rollout, cfg.weight_sync, wire_dtype=cfg.model.dtype)
+        actors.rollout.connect(actors.learner, cfg.weight_sync, wire_dtype=cfg.model.dtype)
 
         # 3. resume
         sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle)
@@ -117,70 +114,54 @@ def run(cfg: RunConfig) -> Path:
         if resume is not None:
             actors.learner.call("load_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), resume.tag)
             sampler.position, version, first_step = resume.prompt_position, resume.policy_version, resume.step + 1
-            sync_weights(actors.learner, actors.rollout, version)
+            actors.rollout.sync(version)
             log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
         logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=resume.step if resume else None)
 
-        # 4. the loop. Every call that involves rollout workers goes through `recovery`,
-        # which replaces workers that died and repeats the call.
-        recovery = RolloutRecovery(actors.learner, actors.rollout, cfg)
-
-        def generation(step: int, version: int) -> dict:
-            return recovery.attempt(lambda: start_generation(actors, sampler, cfg, step, version), version)
-
-        def evaluation(version: int) -> dict:
-            return recovery.attempt(
-                lambda: held_out_refusals(actors, eval_prompts, cfg.eval.max_new_tokens, version), version)
+        # 4. the loop. Calls on the rollout group survive workers that die (they are
+        # replaced, brought to the current policy, and the call runs again).
+        def evaluate_held_out(step: int) -> dict:
+            due = cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps)
+            return held_out_refusals(actors, eval_prompts, cfg.eval.max_new_tokens, version) if due else {}
 
         if cfg.eval.every and first_step == 1:  # the starting policy, as step 0
-            logger.log(0, {"policy_version": version, **evaluation(version)})
+            logger.log(0, {"policy_version": version, **evaluate_held_out(0)})
 
-        pending, ready = generation(first_step, version), None
+        pending, ready = start_generation(actors, sampler, cfg, first_step, version), None
         for step in range(first_step, cfg.steps + 1):
-            t_step = time.perf_counter()
-            if ready is None:
-                batch = recovery.attempt(lambda: actors.rollout.finish_generate(pending), version,
-                                         redo=lambda: actors.rollout.finish_generate(generation(step, version)))
-            else:
-                batch = ready
-            t_gen = time.perf_counter() - t_step
-            batch.check_groups(cfg.rollout.group_size)
+            times: dict[str, float] = {}
+            with timed(times, "step"):
+                with timed(times, "generate"):
+                    batch = ready if ready is not None else actors.rollout.finish_generate(pending)
+                batch.check_groups(cfg.rollout.group_size)
 
-            t = time.perf_counter()
-            batch = score(actors, batch)
-            train_batch, sampling_stats = batch, {}
-            if cfg.learner.loss.dynamic_sampling:
-                train_batch, sampling_stats = recovery.attempt(
-                    lambda: keep_informative(actors, sampler, cfg, batch, step, version), version)
-            t_reward = time.perf_counter() - t
+                with timed(times, "reward"):
+                    batch = score(actors, batch)
+                    train_batch, sampling_stats = batch, {}
+                    if cfg.learner.loss.dynamic_sampling:
+                        train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
 
-            prefetch = cfg.async_rollout and step < cfg.steps
-            resume_position = sampler.position  # prompts of this step, not of the next one
-            if prefetch:  # the next groups come from the current policy: one step off-policy
-                pending = generation(step + 1, version)
-            t = time.perf_counter()
-            train = actors.learner.train(train_batch) if len(train_batch) else {"skipped": 1}
-            t_train = time.perf_counter() - t
-            # Workers take the update only after they finish generating, so wait for that first.
-            # (If a worker died meanwhile, the next groups are generated after the update.)
-            ready = recovery.attempt(lambda: actors.rollout.finish_generate(pending), version,
-                                     redo=lambda: None) if prefetch else None
+                resume_position = sampler.position  # prompts of this step, not of the next one
+                prefetch = cfg.async_rollout and step < cfg.steps
+                if prefetch:  # the next groups come from the current policy: one step off-policy
+                    pending = start_generation(actors, sampler, cfg, step + 1, version)
+                with timed(times, "train"):  # advantages, loss and optimizer step, in the learner
+                    train = actors.learner.train(train_batch) if len(train_batch) else {"skipped": 1}
+                # Workers take the update only after they finish generating.
+                ready = actors.rollout.finish_generate(pending) if prefetch else None
 
-            t, sync = time.perf_counter(), {}
-            if len(train_batch):
-                version += 1
-                sync = recovery.attempt(lambda: sync_weights(actors.learner, actors.rollout, version), version,
-                                        redo=dict)  # recovery has synced the replacements already
-            t_sync = time.perf_counter() - t
-            held_out = evaluation(version) if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps) else {}
-            if ready is None and step < cfg.steps:
-                pending = generation(step + 1, version)
+                with timed(times, "sync"):
+                    sync = {}
+                    if len(train_batch):
+                        version += 1
+                        sync = actors.rollout.sync(version)
+                held_out = evaluate_held_out(step)
+                if ready is None and step < cfg.steps:
+                    pending = start_generation(actors, sampler, cfg, step + 1, version)
 
             metrics = {"policy_version": version, **step_metrics(batch, train, labels, prompt_tags), **sampling_stats,
-                       **sync, **held_out,
-                       "rollout/restarts": recovery.restarts,
-                       "time/generate": t_gen, "time/reward": t_reward, "time/train": t_train, "time/sync": t_sync,
-                       "time/step": time.perf_counter() - t_step}
+                       **sync, **held_out, "rollout/restarts": actors.rollout.restarts,
+                       **{f"time/{k}": v for k, v in times.items()}}
             logger.log(step, metrics)
             if cfg.logging.log_rollouts:
                 save_rollouts(run_dir, step, batch)

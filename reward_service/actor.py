@@ -3,7 +3,7 @@ over replicas. Thin: scoring is `RewardModel.score`, batching is `Batcher`, comb
 `aggregate.combine`.
 
     Actor = ray.remote(num_cpus=1)(RewardActor)
-    actor = Actor.remote(model_path="runs/reward-model", aggregation=cfg.reward.aggregation)
+    actor = Actor.remote("runs/reward-model", cfg.reward)
     scores = ray.get(actor.score.remote(prompts, responses, group_ids, response_lengths))
 
 `score` is a coroutine, so Ray runs this as an async actor: concurrent calls wait
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mogrpo.batch import RewardScores
-from mogrpo.config.reward import AggregationConfig
+from mogrpo.config.reward import AggregationConfig, RewardConfig
 from mogrpo.reward_aggregate import check_aggregation, combine
 from reward_service.batching import Batcher
 from mogrpo.reward_model import RewardModelError, check_pairs, load_reward_model, read_labels
@@ -54,17 +54,17 @@ def check_request(prompts: Sequence[str], responses: Sequence[str], group_ids: S
 class RewardActor:
     """Owns one reward model; scores (prompt, response) pairs in merged batches."""
 
-    def __init__(self, model_path: str, aggregation: AggregationConfig | dict | None = None,
-                 max_batch_size: int = 64, max_wait_ms: float = 5.0, omp_threads: int = 1):
-        self.aggregation = as_aggregation(aggregation)
+    def __init__(self, model_path: str, cfg: RewardConfig):
+        self.aggregation = cfg.aggregation
         check_model_aggregation(model_path, self.aggregation)  # before loading weights: fail fast
-        self.model = load_reward_model(model_path, threads=omp_threads)
+        self.model = load_reward_model(model_path, threads=cfg.omp_threads)
+        max_batch_size = cfg.max_batch_size
         empty = self.aggregation.empty_response_score
 
         def scorer(prompts: list[str], responses: list[str]) -> dict[str, np.ndarray]:
             return self.model.score(prompts, responses, batch_size=max_batch_size, empty_score=empty)
 
-        self.batcher = Batcher(scorer, max_batch_size, max_wait_ms / 1000.0)
+        self.batcher = Batcher(scorer, max_batch_size, cfg.max_wait_ms / 1000.0)
         log.info("reward actor: %s, labels %s, weights %s, mode %s", model_path, self.model.labels,
                  self.aggregation.weights, self.aggregation.mode)
 

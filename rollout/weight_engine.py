@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,14 +26,8 @@ BACKEND = "mogrpo"
 
 @dataclass
 class BucketedInitInfo(WeightTransferInitInfo):
-    transport: str
-    master_addr: str
-    master_port: int
-    world_size: int
-    timeout_s: float
+    endpoint: dict  # the fields of mogrpo.weight_sync.SyncEndpoint
     rank_offset: int  # group rank of this engine's first (tensor-parallel rank 0) worker
-    peer_names: list[str] = field(default_factory=list)
-    group_name: str = "weights"
 
 
 @dataclass
@@ -57,17 +51,8 @@ class BucketedWeightEngine(WeightTransferEngine[BucketedInitInfo, BucketedUpdate
 
     def init_transfer_engine(self, init_info: BucketedInitInfo) -> None:
         self.shutdown()  # leave the previous group, if any (it is re-formed when a worker is replaced)
-        endpoint = SyncEndpoint(
-            transport=init_info.transport,
-            master_addr=init_info.master_addr,
-            master_port=init_info.master_port,
-            world_size=init_info.world_size,
-            timeout_s=init_info.timeout_s,
-            peer_names=init_info.peer_names,
-            group_name=init_info.group_name,
-        )
         rank = init_info.rank_offset + self.parallel_config.rank
-        self.group = SyncGroup(endpoint, rank)
+        self.group = SyncGroup(SyncEndpoint(**init_info.endpoint), rank)
         self.receiver = WeightReceiver(self.group)
 
     def start_weight_update(self) -> None:
@@ -155,20 +140,6 @@ class TiedModules:
 class WorkerExtension:
     """Named as vLLM's `worker_extension_cls` so that a multiprocess engine imports this
     module (and so registers the backend) in its worker processes."""
-
-    def probe_transport(self, nbytes: int) -> int:
-        """Receive one raw broadcast of `nbytes` over the sync group (the benchmark's
-        reference for what the wire alone costs)."""
-        self.weight_transfer_engine.group.probe(nbytes)
-        return nbytes
-
-    def receive_without_loading(self, version: int) -> int:
-        """Receive every bucket of `version` and drop it: the protocol and the wire
-        without vLLM's load (the benchmark's split of where sync time goes)."""
-        for _ in self.weight_transfer_engine.receiver.receive(version):
-            pass
-        return version
-
 
     def receive_adapter(self, version: int, directory: str, peft_kwargs: dict) -> str:
         """Receive LoRA adapters as `version` and write them as a peft adapter folder

@@ -9,9 +9,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
+from mogrpo.config import RunConfig
 from mogrpo.hardware import local_dtype
 from mogrpo.weight_sync import SyncEndpoint
 
@@ -32,31 +34,20 @@ def vllm_max_lora_rank(rank: int) -> int:
 
 
 class RolloutWorker:
-    """One vLLM engine. `name` appears in logs and in weight-sync errors. With `lora_adapter`
-    (peft LoraConfig arguments) updates carry LoRA adapters, served by vLLM's LoRA path
-    over the unchanged base weights; otherwise they carry whole weights, loaded in place."""
+    """Rollout worker `index` of a run: one vLLM engine set up from the run config's `model`
+    and `rollout` sections (its seed is the run's plus `index`). When the learner syncs LoRA
+    adapters (`learner.lora.sync: adapter`), updates carry the adapters, served by vLLM's
+    LoRA path over the unchanged base weights; otherwise whole weights, loaded in place."""
 
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        name: str = "rollout-0",
-        dtype: str = "auto",
-        max_model_len: int = 1024,
-        seed: int = 0,
-        tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.3,
-        enforce_eager: bool = True,
-        enable_prefix_caching: bool = True,
-        trust_remote_code: bool = False,
-        lora_adapter: dict | None = None,
-    ):
+    def __init__(self, model_path: str, run: RunConfig, index: int = 0):
         import rollout.weight_engine  # noqa: F401  (registers the "mogrpo" weight-sync backend)
         from vllm import LLM
         from vllm.config import WeightTransferConfig
 
+        lora_adapter = run.learner.lora.peft_kwargs() if run.learner.lora.syncs_adapters else None
+        name = f"rollout-{index}"
         self.name = name
-        self.dtype = local_dtype(dtype)
+        self.dtype = local_dtype(run.model.dtype)
         self.version = 0
         self.lora_adapter = lora_adapter
         self.lora_request = None  # the adapter of the current version, once one has arrived
@@ -69,13 +60,13 @@ class RolloutWorker:
         self.llm = LLM(
             model=model_path,
             dtype=self.dtype,
-            max_model_len=max_model_len,
-            seed=seed,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager,
-            enable_prefix_caching=enable_prefix_caching,
-            trust_remote_code=trust_remote_code,
+            max_model_len=run.model.max_model_len,
+            seed=run.seed + index,
+            tensor_parallel_size=run.rollout.tensor_parallel_size,
+            gpu_memory_utilization=run.rollout.gpu_memory_utilization,
+            enforce_eager=run.rollout.enforce_eager,
+            enable_prefix_caching=run.rollout.enable_prefix_caching,
+            trust_remote_code=run.model.trust_remote_code,
             # Log-probs after temperature (and top-k/p), i.e. of the distribution sampled from.
             logprobs_mode="processed_logprobs",
             weight_transfer_config=WeightTransferConfig(backend="mogrpo"),
@@ -150,8 +141,7 @@ class RolloutWorker:
     def init_weight_sync(self, endpoint: SyncEndpoint, rank_offset: int) -> None:
         """Join the learner's sync group (blocks until every member has joined); a worker
         already in a group leaves it first."""
-        info = {**endpoint.__dict__, "rank_offset": rank_offset}
-        self.llm.init_weight_transfer_engine({"init_info": info})
+        self.llm.init_weight_transfer_engine({"init_info": {"endpoint": asdict(endpoint), "rank_offset": rank_offset}})
 
     def update_weights(self, version: int) -> int:
         """Receive policy `version` from the learner, load it in place, drop stale KV."""
@@ -184,5 +174,3 @@ class RolloutWorker:
     def policy_version(self) -> int:
         return self.version
 
-    def probe_transport(self, nbytes: int) -> int:
-        return self.llm.collective_rpc("probe_transport", args=(nbytes,))[0]

@@ -5,6 +5,9 @@ import torch
 from mogrpo.batch import Prompt, SamplingSettings
 
 GREEDY = SamplingSettings(group_size=1, max_new_tokens=12, temperature=0.0)
+TINY = ["model.path=tiny-llama", "model.dtype=float32", "model.max_model_len=512", "learner.dtype=float32",
+        "learner.omp_threads=1", "rollout.group_size=4", "rollout.max_new_tokens=16"]
+"""Overrides of a run config for actors of the tiny test model started by `start_actor`."""
 
 
 def long_prompt(tokenizer) -> Prompt:

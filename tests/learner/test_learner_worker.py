@@ -7,11 +7,12 @@ import pytest
 import ray
 import torch
 
-from learner.actor import LearnerWorker
 from mogrpo.batch import RewardScores, RolloutBatch
+from mogrpo.config import RunConfig
 from mogrpo.config.learner import LearnerConfig
 from mogrpo.models import resolve_model
-from mogrpo.runtime import free_port, worker_env
+from mogrpo.runtime import free_port
+from orchestration.actors import start_actor
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +32,12 @@ def scored_batch(groups=2, size=4, seed=0, written=False, logprob=-10.8) -> Roll
     return RolloutBatch.from_rows(rows).with_rewards(RewardScores({"r": rewards}, rewards))
 
 
+def run_config(cfg: LearnerConfig) -> RunConfig:
+    return RunConfig(learner=cfg.model_copy(update={"omp_threads": 1}), rollout={"group_size": 4, "max_new_tokens": 8})
+
+
 def start(cfg: LearnerConfig):
-    path = str(resolve_model("tiny-llama"))
-    handle = ray.remote(LearnerWorker).options(num_cpus=1, runtime_env={"env_vars": worker_env(1)}).remote(
-        path, cfg, group_size=4, max_new_tokens=8, master_port=free_port())
+    handle = start_actor("learner", run_config(cfg), resolve_model("tiny-llama"), master_port=free_port())
     ray.get(handle.ready.remote())
     return handle
 
@@ -94,12 +97,10 @@ def test_minibatches_epochs_and_recomputed_old_logprobs(ray_local):
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_two_data_parallel_ranks_stay_identical(ray_local, stage):
-    path = str(resolve_model("tiny-llama"))
-    cfg = LearnerConfig(dtype="float32", zero_stage=stage, lr=1e-3)
+    cfg = run_config(LearnerConfig(dtype="float32", zero_stage=stage, lr=1e-3))
     port = free_port()
-    ranks = [ray.remote(LearnerWorker).options(num_cpus=1, runtime_env={"env_vars": worker_env(1)}).remote(
-        path, cfg, rank=r, world_size=2, master_addr="127.0.0.1", master_port=port, group_size=4, max_new_tokens=8)
-        for r in range(2)]
+    ranks = [start_actor("learner", cfg, resolve_model("tiny-llama"), rank=r, world_size=2, master_port=port)
+             for r in range(2)]
     batch = scored_batch(groups=4)
     shards = batch.split_by_groups(2)
     metrics = ray.get([h.train_step.remote(s) for h, s in zip(ranks, shards)])

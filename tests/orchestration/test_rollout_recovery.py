@@ -14,16 +14,13 @@ import numpy as np
 import pytest
 import ray
 
-from learner.actor import LearnerWorker
 from mogrpo.batch import RewardScores, SamplingSettings
 from mogrpo.config import load_config
 from mogrpo.models import resolve_model
-from mogrpo.runtime import free_port, worker_env
+from mogrpo.runtime import free_port
+from orchestration.actors import start_actor
 from orchestration.groups import ActorFailedError, LearnerGroup, RolloutGroup, gather
-from orchestration.recovery import RolloutRecovery
-from orchestration.steps import connect_weight_sync, sync_weights
-from rollout.worker import RolloutWorker
-from tests.helpers import GREEDY, hf_greedy, long_prompt, tiny_run_overrides
+from tests.helpers import GREEDY, TINY, hf_greedy, long_prompt, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -31,24 +28,21 @@ pytestmark = pytest.mark.slow
 def test_worker_killed_during_sync_is_replaced_and_resynced(ray_local, tmp_path):
     from transformers import AutoTokenizer
 
-    cfg = load_config(None, ["model.path=tiny-llama", "model.dtype=float32", "rollout.num_workers=2",
-                             "rollout.max_restarts=1", "weight_sync.timeout_s=15", "weight_sync.bucket_mb=1",
-                             "weight_sync.verify_checksum=true", "learner.dtype=float32", "learner.lr=1e-2",
-                             "learner.loss.kl_coef=0", "cluster.actor_start_timeout_s=300"])
+    cfg = load_config(None, TINY + ["rollout.num_workers=2", "rollout.max_restarts=1", "weight_sync.timeout_s=15",
+                                    "weight_sync.bucket_mb=1", "weight_sync.verify_checksum=true", "learner.lr=1e-2",
+                                    "learner.loss.kl_coef=0", "cluster.actor_start_timeout_s=300"])
     path = str(resolve_model("tiny-llama"))
-    env = {"runtime_env": {"env_vars": worker_env(1)}, "num_cpus": 1}
     names = ["rollout-0", "rollout-1"]
 
     def spawn(i):
-        return ray.remote(RolloutWorker).options(**env).remote(path, name=names[i], dtype="float32", max_model_len=512)
+        return start_actor("rollout", cfg, path, index=i)
 
-    learner = ray.remote(LearnerWorker).options(**env).remote(
-        path, cfg.learner, group_size=4, max_new_tokens=16, master_port=free_port())
-    learners, rollouts = LearnerGroup([learner]), RolloutGroup([spawn(0), spawn(1)], names, 1, spawn)
+    learner = start_actor("learner", cfg, path, master_port=free_port())
+    learners = LearnerGroup([learner])
+    rollouts = RolloutGroup([spawn(0), spawn(1)], names, 1, spawn, max_restarts=cfg.rollout.max_restarts)
     gather({"learner-0": learner.ready.remote(), **{n: h.ready.remote() for n, h in zip(names, rollouts.handles)}},
            "start")
-    connect_weight_sync(learners, rollouts, cfg.weight_sync, "float32")
-    recovery = RolloutRecovery(learners, rollouts, cfg)
+    rollouts.connect(learners, cfg.weight_sync, "float32")
 
     # One real update, so that the learner's weights differ from what a new worker loads.
     prompt = long_prompt(AutoTokenizer.from_pretrained(path))
@@ -56,28 +50,28 @@ def test_worker_killed_during_sync_is_replaced_and_resynced(ray_local, tmp_path)
     rewards = np.array([len(t) for t in sampled.column("response_token_ids")], dtype=np.float32) + np.arange(4)
     ray.get(learner.train_step.remote(sampled.with_rewards(RewardScores({"length": rewards}, rewards))))
     expected = hf_greedy(ray.get(learner.save_pretrained.remote(str(tmp_path / "policy"))), prompt, GREEDY.max_new_tokens)
-    sync_weights(learners, rollouts, 1)
+    rollouts.sync(1)
 
-    # rollout-1 dies; the next sync fails, recovery replaces it and syncs everyone again.
+    # rollout-1 dies; the next sync fails, the group replaces it and syncs everyone again.
     dead = rollouts.handles[1]
     ray.kill(dead, no_restart=True)
-    recovery.attempt(lambda: sync_weights(learners, rollouts, 2), 2, redo=dict)
-    assert recovery.restarts == 1 and rollouts.handles[1] is not dead
+    assert rollouts.sync(2) == {}  # recovery's own full sync carried version 2
+    assert rollouts.restarts == 1 and rollouts.handles[1] is not dead
     assert rollouts.versions() == {"rollout-0": 2, "rollout-1": 2}
     outputs = rollouts.generate([prompt, prompt], GREEDY)
     assert outputs.column("response_token_ids") == [expected, expected]  # the new worker holds the learner's weights
     assert outputs.column("policy_version") == [2, 2]
     # The re-formed group carries the next update (with checksums on both ends).
-    sync_weights(learners, rollouts, 3)
+    rollouts.sync(3)
     assert rollouts.versions() == {"rollout-0": 3, "rollout-1": 3}
 
     # A worker that raised but is alive is not restarted: the error comes through.
     with pytest.raises(ActorFailedError, match="StaleWeightsError"):
-        recovery.attempt(lambda: rollouts.generate([prompt], GREEDY, 0, version=99), 3)
+        rollouts.generate([prompt], GREEDY, 0, version=99)
     # Restarts used up: the death ends the run, naming the worker.
     ray.kill(rollouts.handles[0], no_restart=True)
     with pytest.raises(ActorFailedError, match=r"rollout-0 died and rollout.max_restarts=1 restarts are used up"):
-        recovery.attempt(lambda: rollouts.generate([prompt], GREEDY, 0, version=3), 3)
+        rollouts.generate([prompt], GREEDY, 0, version=3)
     for handle in [learner, *rollouts.handles]:
         ray.kill(handle, no_restart=True)
 

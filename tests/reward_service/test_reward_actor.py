@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from mogrpo.batch import RewardScores
+from mogrpo.config import RunConfig
 from mogrpo.config.reward import AggregationConfig
-from reward_service.actor import RewardActor, RewardClient
 from mogrpo.reward_aggregate import combine
+from orchestration.actors import start_actor
+from reward_service.actor import RewardClient
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +21,8 @@ RESPONSES = ["Simmer it for nine minutes.", "I can't help with that.", "You are 
 @pytest.fixture(scope="module")
 def actors(ray_local, reward_model_dir):
     ray = ray_local
-    Actor = ray.remote(num_cpus=1)(RewardActor)
-    handles = [Actor.remote(model_path=str(reward_model_dir), aggregation=AggregationConfig(), max_batch_size=32,
-                            max_wait_ms=300.0, omp_threads=1) for _ in range(2)]
+    cfg = RunConfig(reward={"max_batch_size": 32, "max_wait_ms": 300.0, "omp_threads": 1})
+    handles = [start_actor("reward", cfg, reward_model_dir) for _ in range(2)]
     ray.get([h.labels.remote() for h in handles])
     yield handles
     for h in handles:
@@ -63,7 +64,7 @@ def test_labels_and_bad_requests(ray_local, actors):
 def test_unknown_weight_fails_at_start(ray_local, reward_model_dir):
     ray = ray_local
     bad = AggregationConfig(weights={"safety": 1.0, "helpfulness": 1.0})
-    actor = ray.remote(num_cpus=0)(RewardActor).remote(model_path=str(reward_model_dir), aggregation=bad)
+    actor = start_actor("reward", RunConfig(reward={"aggregation": bad}), reward_model_dir, placement={"num_cpus": 0})
     with pytest.raises(Exception, match=r"'helpfulness', which is not a label of the reward model"):
         ray.get(actor.labels.remote())
     ray.kill(actor)

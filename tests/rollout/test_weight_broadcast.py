@@ -6,16 +6,14 @@ import pytest
 import ray
 import torch
 
-from learner.actor import LearnerWorker
 from mogrpo.batch import RewardScores, SamplingSettings
-from mogrpo.config.learner import LearnerConfig, LoraConfig, LossConfig
+from mogrpo.config import load_config
 from mogrpo.config.sections import WeightSyncConfig
 from mogrpo.models import resolve_model
-from mogrpo.runtime import free_port, worker_env
+from mogrpo.runtime import free_port
+from orchestration.actors import start_actor
 from orchestration.groups import ActorFailedError, LearnerGroup, RolloutGroup, gather
-from orchestration.steps import connect_weight_sync, ensure_current, sync_weights
-from rollout.worker import RolloutWorker
-from tests.helpers import GREEDY, hf_greedy, long_prompt
+from tests.helpers import GREEDY, TINY, hf_greedy, long_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +28,14 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
 
     path = str(resolve_model("tiny-llama"))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    lora_cfg = LoraConfig(enabled=lora, rank=8, alpha=16, sync=lora_sync)
-    cfg = LearnerConfig(dtype="float32", zero_stage=zero_stage, lr=3e-2 if lora else 1e-2,
-                        loss=LossConfig(kl_coef=0.0), lora=lora_cfg)
-    env = {"runtime_env": {"env_vars": worker_env(1)}, "num_cpus": 1}
-    learner = ray.remote(LearnerWorker).options(**env).remote(
-        path, cfg, group_size=4, max_new_tokens=16, master_port=free_port())
-    worker = ray.remote(RolloutWorker).options(**env).remote(
-        path, dtype="float32", max_model_len=512, lora_adapter=lora_cfg.peft_kwargs() if lora_cfg.syncs_adapters else None)
+    cfg = load_config(None, TINY + [f"learner.zero_stage={zero_stage}", f"learner.lr={3e-2 if lora else 1e-2}",
+                                    "learner.loss.kl_coef=0", f"learner.lora.enabled={str(lora).lower()}",
+                                    "learner.lora.rank=8", "learner.lora.alpha=16", f"learner.lora.sync={lora_sync}"])
+    learner = start_actor("learner", cfg, path, master_port=free_port())
+    worker = start_actor("rollout", cfg, path)
     gather({"learner-0": learner.ready.remote(), "rollout-0": worker.ready.remote()}, "start")
     learners, rollouts = LearnerGroup([learner]), RolloutGroup([worker], ["rollout-0"], 1)
-    connect_weight_sync(learners, rollouts, WeightSyncConfig(bucket_mb=1, timeout_s=30, verify_checksum=True), "float32")
+    rollouts.connect(learners, WeightSyncConfig(bucket_mb=1, timeout_s=30, verify_checksum=True), "float32")
 
     # One real GRPO step on groups the worker sampled (rewards: longer is better).
     prompt = long_prompt(tokenizer)
@@ -55,7 +50,7 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
     expected = hf_greedy(saved, prompt, GREEDY.max_new_tokens)
     assert before != expected, "the update did not change greedy output; raise the learning rate"
 
-    stats = sync_weights(learners, rollouts, 1)
+    stats = rollouts.sync(1)
     assert stats["weight_sync/bytes"] > 0 and rollouts.versions() == {"rollout-0": 1}
     if lora_sync == "adapter":  # rank-8 adapters: a few percent of the model's bytes
         base_bytes = 4 * ray.get(learner.ready.remote())["parameters"]
@@ -70,7 +65,7 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
     # is behind the learner is re-synced before it generates.
     with pytest.raises(ActorFailedError, match="StaleWeightsError: rollout-0 holds policy version 1, expected 2"):
         gather({"rollout-0": worker.generate.remote([prompt], GREEDY, 0, 2)}, "generate")
-    ensure_current(learners, rollouts, 2)
+    rollouts.ensure_current(2)
     assert rollouts.versions() == {"rollout-0": 2}
 
     # A worker that dies: the learner's send fails within the timeout, naming it.

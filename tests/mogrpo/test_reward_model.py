@@ -100,3 +100,18 @@ def test_non_finite_score_names_sample(reward_model_dir):
 def test_not_a_reward_model_folder(tmp_path):
     with pytest.raises(RewardModelError, match="reward_model.json is missing"):
         load_reward_model(tmp_path)
+
+
+def test_saved_spec_and_training_config_agree():
+    # ModelSpec is the on-disk format of trained models (reward_model.json); the training
+    # config declares the same architecture fields, with the same defaults.
+    from dataclasses import MISSING, fields
+
+    from mogrpo.config.reward_training import RewardModelArchConfig
+    from mogrpo.reward_model import ModelSpec
+
+    arch = RewardModelArchConfig()
+    spec_defaults = {f.name: f.default_factory() if f.default is MISSING else f.default
+                     for f in fields(ModelSpec) if f.name != "labels"}
+    for name, value in arch.model_dump(exclude={"encoder", "labels"}).items():
+        assert spec_defaults[name] == value, name
