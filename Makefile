@@ -6,7 +6,7 @@
 #   make reward-eval    held-out metrics of runs/reward-model
 #   make eval           safety evaluation of policies -> runs/eval (ARGS='--policy trained=runs/<run>/final --limit 30')
 #   make align          the alignment recipe (runs/align), then base vs trained -> runs/eval-align
-#   make align-ablation the recipe with the safety label alone as reward, then all policies -> runs/eval-ablation
+#   make align-ablation the recipe with the safety label alone as reward, then all three -> runs/eval-align
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 VENV ?= .venv
@@ -53,7 +53,8 @@ eval: $(STAMP)
 		$(if $(wildcard $(REWARD_MODEL)/reward_model.json),--reward-model $(REWARD_MODEL)) $(ARGS)
 
 # The alignment recipe and its ablation (README, "A recipe that works"). EVAL_ARGS go to the
-# evaluation, e.g. EVAL_ARGS='--limit 60' for a quicker look.
+# evaluation, e.g. EVAL_ARGS='--limit 60' for a quicker look; both write runs/eval-align (a
+# rerun reuses the answers already there).
 ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
 EVAL_SETS := $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(ALIGN_CONFIG) \
 	--reward-model $(REWARD_MODEL) --policy base=smollm2-135m-instruct --export-blind 200
@@ -70,7 +71,7 @@ align-ablation: $(STAMP) $(REWARD_MODEL)/reward_model.json
 	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) run_name=align-safety-only \
 		reward.aggregation.mode=weighted_sum 'reward.aggregation.weights={safety: 1.0}' $(ARGS)
 	$(EVAL_SETS) --policy align=runs/align/final --policy safety-only=runs/align-safety-only/final \
-		--out runs/eval-ablation $(EVAL_ARGS)
+		--out runs/eval-align $(EVAL_ARGS)
 
 clean:
 	rm -rf runs/local-smoke runs/bench

@@ -116,7 +116,9 @@ class LearnerWorker:
         scale = loss_variant(loss_cfg.variant).advantage_scale
         advantages = group_advantages(rewards, data.group_ids, self.group_size, scale, loss_cfg.advantage_eps)  # [B]
         mask = data.mask * (~data.truncated)[:, None] if loss_cfg.overlong_filter else data.mask  # [B, T]
-        mask = mask * trained_rows(advantages, data.written)[:, None]
+        mean_logp = (data.behaviour_logp * data.mask).sum(1) / data.mask.sum(1).clamp(min=1)  # [B]
+        trained = trained_rows(advantages, data.written, mean_logp, loss_cfg.written_push_down_min_logprob)  # [B]
+        mask = mask * trained[:, None]
         # 4. old log-probs
         single_pass = cfg.mini_batches == 1 and cfg.epochs == 1
         if single_pass:
@@ -167,6 +169,7 @@ class LearnerWorker:
         out.update({
             "lr": float(self.scheduler.get_last_lr()[0]),
             "advantage/abs_mean": float(advantages.abs().mean()),
+            "written/trained_below": float((data.written & trained & (advantages <= 0)).sum()),
             "learner/tokens_per_s": tokens / elapsed,
             "time/learner_prep": t_prep,
         })

@@ -106,15 +106,19 @@ def group_advantages(
     return torch.where(informative_groups(rewards, group_ids), advantages, 0.0)  # [B]
 
 
-def trained_rows(advantages: Tensor, written: Tensor) -> Tensor:
+def trained_rows(advantages: Tensor, written: Tensor, mean_logp: Tensor, push_down_min_logp: float) -> Tensor:
     """[B] bool: the rows the loss counts. A response written into its group rather than
-    sampled (`rollout.written_refusals`) counts only where its advantage is positive, i.e. the
-    reward preferred it to the group's samples: pushing down a text the policy would not have
-    written only moves its probability to arbitrary other text (a first try collapsed the
-    benign answers within 14 steps)."""
-    if advantages.shape != written.shape:
-        raise ValueError(f"advantages {list(advantages.shape)} and written {list(written.shape)} differ in shape")
-    return ~written | (advantages > 0)
+    sampled (`rollout.written_refusals`) counts where the reward preferred it to the group's
+    samples (positive advantage), and, with a negative one, only where the policy would
+    write it itself (`mean_logp`, its mean token log-prob under the policy, at least
+    `push_down_min_logp`): pushing down a text the policy would not write only moves its
+    probability to arbitrary other text (a first try collapsed the benign answers within 14
+    steps), while pushing down a refusal it has learned to give a benign request is the
+    point."""
+    if not advantages.shape == written.shape == mean_logp.shape:
+        raise ValueError(f"advantages {list(advantages.shape)}, written {list(written.shape)} and mean_logp "
+                         f"{list(mean_logp.shape)} differ in shape")
+    return ~written | (advantages > 0) | (mean_logp >= push_down_min_logp)
 
 
 def informative_groups(rewards: Tensor, group_ids: Tensor) -> Tensor:

@@ -75,6 +75,10 @@ class LossConfig(Section):
     """Importance-sampling correction for the vLLM-vs-learner log-prob gap."""
     is_cap: float = Field(2.0, ge=1)
     """Truncation cap of the importance weight."""
+    written_push_down_min_logprob: float = Field(-1.5, le=0)
+    """A written refusal (`rollout.written_refusals`) that the reward ranks below its group's
+    samples is trained on (pushed down) only where its mean token log-prob under the policy is
+    at least this: a refusal the policy would give itself, not one it would never write."""
     recompute_old_logprobs: bool = False
     """Recompute old log-probs with the learner instead of trusting vLLM's (costs one forward)."""
 

@@ -112,6 +112,11 @@ def test_written_rows_train_only_when_the_reward_prefers_them():
     written = torch.tensor([False, False, True, False, False, True])
     adv = group_advantages(rewards, torch.tensor([0, 0, 0, 1, 1, 1]), group_size=3)
     assert adv[2] > 0 and adv[5] < 0
-    assert trained_rows(adv, written).tolist() == [True, True, True, True, True, False]
-    # sampled rows count whatever their advantage
-    assert trained_rows(torch.tensor([-1.0, 0.0]), torch.tensor([False, False])).tolist() == [True, True]
+    unlikely = torch.tensor([-3.0, -2.0, -4.0, -1.0, -1.0, -3.5])  # mean token log-probs under the policy
+    assert trained_rows(adv, written, unlikely, -1.5).tolist() == [True, True, True, True, True, False]
+    # the policy would write the benign refusal itself now: it is pushed down
+    likely = torch.tensor([-3.0, -2.0, -4.0, -1.0, -1.0, -0.4])
+    assert trained_rows(adv, written, likely, -1.5).tolist() == [True] * 6
+    # sampled rows count whatever their advantage and likelihood
+    assert trained_rows(torch.tensor([-1.0, 0.0]), torch.tensor([False, False]), torch.tensor([-9.0, -9.0]),
+                        -1.5).tolist() == [True, True]
