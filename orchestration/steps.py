@@ -16,7 +16,6 @@ from orchestration.actors import Actors
 from orchestration.groups import Generation
 
 
-
 def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSettings:
     return SamplingSettings(
         group_size=cfg.rollout.group_size,
