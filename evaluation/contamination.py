@@ -138,7 +138,7 @@ def run_config_prompts(path: str | Path, mode: str = "rows") -> tuple[list[tuple
     seeded subset, so any row may be used); `used`: exactly the rows the config's own prompt
     loader keeps (its seed, limits and length filter; needs the policy's tokenizer)."""
     from mogrpo.config import load_config
-    from mogrpo.prompts import PromptDataError, load_prompts, read_rows
+    from mogrpo.prompts import PromptDataError, load_prompts, read_rows, source_name
 
     cfg = load_config(path)
     out: list[tuple[str, str]] = []
@@ -157,11 +157,11 @@ def run_config_prompts(path: str | Path, mode: str = "rows") -> tuple[list[tuple
             try:
                 rows = read_rows(source)
             except PromptDataError as err:
-                report[source.path] = {"skipped": str(err)}
+                report[source_name(source)] = {"skipped": str(err)}
                 continue
             texts = [t for r in rows for t in _texts(r.get(source.prompt_field))]
             out += [(t, f"{Path(path).name}:{Path(source.path).name}") for t in texts]
-            report[source.path] = {"rows": len(texts)}
+            report[source_name(source)] = {"rows": len(texts)}
     else:
         raise UserError(f"train-prompts mode {mode!r}: expected 'rows' or 'used'")
     return out, {"config": str(path), "mode": mode, "sources": report, "reward_model": cfg.reward.model}

@@ -56,8 +56,28 @@ def _is_file_ref(path: str) -> bool:
     return path.endswith(FILE_SUFFIXES) or Path(path).exists() or path.startswith((".", "/", "~"))
 
 
+def source_name(source: PromptSource) -> str:
+    """A source's name in reports: its path, and its row filter if it has one."""
+    return f"{source.path} where {source.where}" if source.where else source.path
+
+
 def read_rows(source: PromptSource) -> list[dict]:
-    """All rows of one source as dicts (files by suffix; otherwise a Hugging Face data set name)."""
+    """The rows of one source as dicts (files by suffix; otherwise a Hugging Face data set
+    name) that pass its `where` filter."""
+    rows = _read_all_rows(source)
+    if not source.where or not rows:
+        return rows
+    missing = [c for c in source.where if c not in rows[0]]
+    if missing:
+        raise PromptDataError(f"data source {source.path}: where names column(s) {missing} it does not have "
+                              f"(fields: {sorted(rows[0])})")
+    kept = [r for r in rows if all(str(r.get(c)) in allowed for c, allowed in source.where.items())]
+    if not kept:
+        raise PromptDataError(f"data source {source.path}: no row passes where={source.where}")
+    return kept
+
+
+def _read_all_rows(source: PromptSource) -> list[dict]:
     path = Path(source.path).expanduser()
     if not _is_file_ref(source.path):
         try:
@@ -134,7 +154,7 @@ def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], 
             except PromptDataError as err:
                 if source.required and not source.fallback:
                     raise
-                report.sources[source.path] = {"skipped": str(err)}
+                report.sources[source_name(source)] = {"skipped": str(err)}
                 log.warning("prompt source skipped: %s", err)
                 continue
             if rows and source.prompt_field not in rows[0]:
@@ -163,7 +183,7 @@ def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], 
                 text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
                 prompts.append(Prompt(len(prompts), text, tuple(token_ids), source.tag))
                 stats["used"] += 1
-            report.sources[source.path] = stats
+            report.sources[source_name(source)] = stats
             if stats["too_long"]:
                 log.warning(
                     "%s: skipped %d prompts longer than data.max_prompt_tokens=%d",

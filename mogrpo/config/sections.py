@@ -38,6 +38,8 @@ class PromptSource(Section):
     """If false, a missing file is reported and skipped instead of failing the run."""
     fallback: bool = False
     """Used only when no non-fallback source could be read (e.g. shared data absent)."""
+    where: dict[str, list[str]] = {}
+    """Keep only rows whose column's value (as text) is one of these, e.g. `{request: [benign]}`."""
     tag: str = ""
     """A name for this source's kind of request (e.g. `harmful`, `benign`): the run logs the refusal rate of
     each tag's rollouts (`rollout/refusal_rate/<tag>`)."""

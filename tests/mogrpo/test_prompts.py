@@ -143,3 +143,19 @@ def test_relative_paths_are_taken_from_the_working_directory(tmp_path, tokenizer
     assert [p.text for p in prompts] == ["a relative question"]
     assert resolve_data_dir("data") == tmp_path / "data"
     assert load_eval_config(overrides=["data_dir=data"]).data_path("p.jsonl") == tmp_path / "data" / "p.jsonl"
+
+
+def test_where_keeps_the_matching_rows_and_names_bad_columns(tmp_path, tokenizer):
+    path = tmp_path / "mixed.jsonl"
+    rows = [{"q": "Make a cake.", "request": "benign"}, {"q": "Steal a car.", "request": "harmful"},
+            {"q": "Paint a fence.", "request": "benign"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = PromptSource(path=str(path), prompt_field="q", where={"request": ["benign"]}, tag="benign")
+    prompts, report = load_prompts(DataConfig(sources=[src], shuffle=False), tokenizer, seed=0)
+    assert [p.text for p in prompts] == ["Make a cake.", "Paint a fence."]
+    assert report.sources[f"{path} where {{'request': ['benign']}}"]["used"] == 2
+
+    with pytest.raises(PromptDataError, match=r"where names column\(s\) \['kind'\].*fields: \['q', 'request'\]"):
+        load_prompts(DataConfig(sources=[src.model_copy(update={"where": {"kind": ["x"]}})]), tokenizer, seed=0)
+    with pytest.raises(PromptDataError, match="no row passes where=.*'unknown'"):
+        load_prompts(DataConfig(sources=[src.model_copy(update={"where": {"request": ["unknown"]}})]), tokenizer, seed=0)
