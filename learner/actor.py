@@ -30,6 +30,7 @@ from learner.losses import (LossSettings, PolicyLossInput, accumulate_metrics, l
 from mogrpo.batch import RolloutBatch
 from mogrpo.config import RunConfig
 from mogrpo.hardware import local_dtype
+from mogrpo.rng import capture_rng, restore_rng
 from mogrpo.weight_sync import SyncEndpoint, SyncGroup, WeightSender
 
 
@@ -269,8 +270,10 @@ class LearnerWorker:
             return str(save_hf_folder(hf_weights(module), config, self.model_path, Path(path)))
 
     def save_checkpoint(self, directory: str, tag: str) -> None:
-        """Model, optimizer and scheduler state for resuming (DeepSpeed's format)."""
-        self.engine.save_checkpoint(directory, tag=tag, client_state={"generator": self.generator.get_state()})
+        """Model, optimizer and scheduler state and this rank's RNG states, for resuming
+        (DeepSpeed's format)."""
+        self.engine.save_checkpoint(directory, tag=tag,
+                                    client_state={"generator": self.generator.get_state(), "rng": capture_rng()})
 
     def load_checkpoint(self, directory: str, tag: str) -> None:
         _, client = self.engine.load_checkpoint(directory, tag=tag, load_optimizer_states=True,
@@ -278,3 +281,4 @@ class LearnerWorker:
         if client is None:
             raise FileNotFoundError(f"no learner checkpoint {tag!r} in {directory}")
         self.generator.set_state(client["generator"])
+        restore_rng(client.get("rng", {}))

@@ -54,15 +54,16 @@ def init_ray(ray_address: str | None, *, num_cpus=None, num_gpus=None, include_d
              dashboard_host="127.0.0.1", object_store_memory_gib=None, runtime_env=None):
     """Join `ray_address` (or $RAY_ADDRESS, which `ray job submit` sets for its entrypoint),
     else start a private local instance that never attaches to a cluster someone else
-    started on this machine."""
+    started on this machine. True when this call started a private instance (its owner
+    stops it with `ray.shutdown()`)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     ray_address = ray_address or os.environ.get("RAY_ADDRESS")
     if ray_address:
         ray.init(address=ray_address, runtime_env=runtime_env, log_to_driver=True)
-        return
+        return False
     temp_dir = os.environ.get("MOGRPO_RAY_TMP") or tempfile.mkdtemp(prefix="mogrpo-ray-")
     ray.init(
         address="local",
@@ -75,6 +76,7 @@ def init_ray(ray_address: str | None, *, num_cpus=None, num_gpus=None, include_d
         _temp_dir=temp_dir,
         log_to_driver=True,
     )
+    return True
 
 
 def free_port() -> int:

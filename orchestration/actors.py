@@ -4,7 +4,8 @@ ready (or failing with its name), and logging which actor landed on which node."
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,11 +29,35 @@ class Actors:
     reward: RewardClient
     reward_names: list[str]
     pg: object
+    spawn_learner: Callable[[], list]  # learner_spawner(): a new set of learner ranks
+    locations: dict[str, dict] = field(default_factory=dict)  # actor_locations(): where each actor runs
 
     def shutdown(self) -> None:
         for handle in self.learner.handles + self.rollout.handles + self.reward.actors:
             ray.kill(handle, no_restart=True)
         remove_placement_group(self.pg)
+
+    def replace_learner(self, timeout_s: float) -> None:
+        """Kill every learner rank and start a new group (a collective cannot take in a new rank)."""
+        self.learner.kill()
+        self.learner = LearnerGroup(self.spawn_learner())
+        gather({n: h.ready.remote() for n, h in zip(self.learner.names, self.learner.handles)},
+               "restarting the learner", timeout_s)
+
+
+def actor_locations(pg, placement: Placement) -> dict[str, dict]:
+    """Where each actor's bundle landed: {name: {bundle, node_id, address}}."""
+    from ray.util.placement_group import placement_group_table
+
+    nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    bundle_nodes = placement_group_table(pg)["bundles_to_node_id"]
+    return {name: {"bundle": b, "node_id": bundle_nodes.get(b), "address": nodes.get(bundle_nodes.get(b))}
+            for name, b in zip(placement.names(), placement.learner + placement.rollout + placement.reward)}
+
+
+def live_node_resources() -> list[dict[str, float]]:
+    """Total resources of each live node of the cluster this driver is connected to."""
+    return [dict(n["Resources"]) for n in ray.nodes() if n["Alive"]]
 
 
 @ray.remote(num_cpus=0)
@@ -69,7 +94,8 @@ def start_actor(role: Literal["learner", "rollout", "reward"], cfg: RunConfig, m
 def in_bundle(pg, placement: Placement, bundle: int) -> dict:
     """Ray options that put an actor in `bundle` of the run's placement group."""
     resources = placement.bundles[bundle]
-    return {"num_cpus": resources["CPU"], "num_gpus": resources.get("GPU", 0),
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
+    return {"num_cpus": resources["CPU"], "num_gpus": resources.get("GPU", 0), **({"resources": custom} if custom else {}),
             "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle)}
 
 
@@ -79,6 +105,20 @@ def rollout_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path)
 
     def spawn(i: int):
         return start_actor("rollout", cfg, policy_path, placement=in_bundle(pg, placement, placement.rollout[i]), index=i)
+
+    return spawn
+
+
+def learner_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path):
+    """A function that starts every learner rank in its bundle, around a fresh DeepSpeed
+    rendezvous on rank 0's node (at the start, and again to replace a group that lost a rank)."""
+
+    def spawn() -> list:
+        master = ray.get(_where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=placement.learner[0])).remote())
+        return [start_actor("learner", cfg, policy_path, placement=in_bundle(pg, placement, b), rank=rank,
+                            world_size=cfg.learner.num_workers, master_addr=master["ip"], master_port=master["port"])
+                for rank, b in enumerate(placement.learner)]
 
     return spawn
 
@@ -95,13 +135,8 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
             f"the cluster cannot place the run's actors within {timeout:g}s: they need {placement.totals()} "
             f"in {len(placement.bundles)} bundles ({placement.strategy}); the cluster has {ray.cluster_resources()}"
         )
-    ds_master = ray.get(_where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-        pg, placement_group_bundle_index=placement.learner[0])).remote())
-
-    learners = [start_actor("learner", cfg, policy_path, placement=in_bundle(pg, placement, b), rank=rank,
-                            world_size=cfg.learner.num_workers, master_addr=ds_master["ip"],
-                            master_port=ds_master["port"])
-                for rank, b in enumerate(placement.learner)]
+    spawn_learner = learner_spawner(cfg, pg, placement, policy_path)
+    learners = spawn_learner()
     spawn_rollout = rollout_spawner(cfg, pg, placement, policy_path)
     workers = [spawn_rollout(i) for i in range(cfg.rollout.num_workers)]
     rewards = [start_actor("reward", cfg, reward_path, placement=in_bundle(pg, placement, b)) for b in placement.reward]
@@ -109,7 +144,8 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
     reward_names = [f"reward-{i}" for i in range(len(rewards))]
     rollout = RolloutGroup(workers, rollout_names, cfg.rollout.tensor_parallel_size, spawn_rollout,
                            max_restarts=cfg.rollout.max_restarts, start_timeout_s=timeout)
-    actors = Actors(LearnerGroup(learners), rollout, RewardClient(rewards, cfg.reward.aggregation), reward_names, pg)
+    actors = Actors(LearnerGroup(learners), rollout, RewardClient(rewards, cfg.reward.aggregation), reward_names, pg,
+                    spawn_learner)
     named = {**{n: h.ready.remote() for n, h in zip(actors.learner.names, learners)},
              **{n: h.ready.remote() for n, h in zip(rollout_names, workers)},
              **{n: h.labels.remote() for n, h in zip(reward_names, rewards)}}
@@ -118,6 +154,9 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
     except Exception:
         actors.shutdown()
         raise
+    where = actor_locations(pg, placement)
     for name, details in info.items():
-        log.info("%s ready: %s", name, details)
+        log.info("%s ready on node %s (%s): %s", name, where[name]["address"], (where[name]["node_id"] or "?")[:12],
+                 details)
+    actors.locations = where
     return actors

@@ -1,13 +1,14 @@
-"""Resumable run state: the learner's DeepSpeed checkpoint plus the driver's own state
-(step, policy version, prompt position), committed by one atomic write of `latest.json`
-after every rank has finished writing. A crash mid-save leaves the previous checkpoint
-as the newest complete one."""
+"""Resumable run state: the learner's DeepSpeed checkpoint (weights, optimizer, scheduler,
+its RNG states) plus the driver's own state (step, policy version, prompt position, the
+driver's Python, NumPy and torch RNG states), committed by one atomic write of
+`latest.json` after every rank has finished writing. A crash mid-save leaves the previous
+checkpoint as the newest complete one."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mogrpo.atomic import atomic_write_text
@@ -20,6 +21,7 @@ class DriverState:
     policy_version: int
     prompt_position: int
     tag: str  # learner checkpoint tag under checkpoints/
+    rng: dict = field(default_factory=dict)  # capture_rng(); empty in checkpoints of older releases
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

@@ -198,19 +198,24 @@ class RolloutGroup:
                     ", ".join(names), version, self.restarts, self.max_restarts)
 
     def dead(self) -> list[int]:
-        """Indices of the workers whose process is gone (a busy worker is not dead: call
-        this once the calls in flight have settled)."""
-        refs = [h.policy_version.remote() for h in self.handles]
-        ray.wait(refs, num_returns=len(refs), timeout=60)
-        dead = []
-        for i, ref in enumerate(refs):
-            try:
-                ray.get(ref, timeout=0)
-            except ray.exceptions.RayActorError:
-                dead.append(i)
-            except ray.exceptions.GetTimeoutError:
-                pass
-        return dead
+        """Indices of the workers whose process is gone (call once the calls in flight have settled)."""
+        return dead_actors(self.handles, "policy_version")
+
+
+def dead_actors(handles: list, method: str) -> list[int]:
+    """Indices of the actors whose process is gone: a cheap `method` call fails with an actor
+    error (a busy actor is not dead: call this once the calls in flight have settled)."""
+    refs = [getattr(h, method).remote() for h in handles]
+    ray.wait(refs, num_returns=len(refs), timeout=60)
+    dead = []
+    for i, ref in enumerate(refs):
+        try:
+            ray.get(ref, timeout=0)
+        except ray.exceptions.RayActorError:
+            dead.append(i)
+        except ray.exceptions.GetTimeoutError:
+            pass
+    return dead
 
 
 class LearnerGroup:
@@ -233,3 +238,11 @@ class LearnerGroup:
         """Call `method` on every rank (collective operations need all of them)."""
         refs = {n: getattr(h, method).remote(*args) for n, h in zip(self.names, self.handles)}
         return list(gather(refs, method).values())
+
+    def dead(self) -> list[int]:
+        """Indices of the ranks whose process is gone."""
+        return dead_actors(self.handles, "ready")
+
+    def kill(self) -> None:
+        for handle in self.handles:
+            ray.kill(handle, no_restart=True)

@@ -129,8 +129,20 @@ def written_metrics(batch: RolloutBatch, tags: list[str]) -> dict:
     return out
 
 
-def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch) -> None:
-    """Every response of the step with its per-label scores, as parquet (atomic)."""
+def save_rollouts(run_dir: Path, step: int, batch: RolloutBatch, cfg: RunConfig, trained_version: int) -> None:
+    """Every response of the step with its per-label scores, the step, its staleness (the
+    version the learner updated minus the one that wrote it) and its group advantage (from
+    the combined reward, before the learner's overlong and KL shaping), as parquet (atomic)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    atomic_write_file(run_dir / "rollouts" / f"step-{step:06d}.parquet", lambda tmp: pq.write_table(batch.table, tmp))
+    from learner.advantages import group_advantages
+    from learner.losses import loss_variant
+
+    loss = cfg.learner.loss
+    advantages = group_advantages(torch.tensor(batch.rewards), torch.tensor(batch.group_ids), cfg.rollout.group_size,
+                                  loss_variant(loss.variant).advantage_scale, loss.advantage_eps)
+    table = (batch.table.append_column("step", pa.array(np.full(len(batch), step), pa.int32()))
+             .append_column("staleness", pa.array(trained_version - batch.numpy("policy_version"), pa.int32()))
+             .append_column("advantage", pa.array(advantages.numpy(), pa.float32())))
+    atomic_write_file(run_dir / "rollouts" / f"step-{step:06d}.parquet", lambda tmp: pq.write_table(table, tmp))

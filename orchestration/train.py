@@ -1,20 +1,25 @@
 """Multi-objective GRPO driver: the whole schedule of a run, every wait visible.
 
     python -m orchestration.train --config cluster_configs/cpu_smoke.yaml [dotted.key=value ...]
-    ray job submit --working-dir . -- python -m orchestration.train --config cluster_configs/multi_gpu.yaml
+    make submit CONFIG=cluster_configs/multi_gpu.yaml ADDRESS=http://HEAD:8265   (a Ray job: orchestration/submit.py)
 
 0. Pre-flight, before any actor: config, policy model, prompts, reward model.
-1. Ray, placement group, actors (learner ranks, vLLM rollout workers, reward replicas).
+1. Ray; a check that the cluster's nodes can hold the placement; the placement group and
+   actors (learner ranks, vLLM rollout workers, reward replicas), their nodes in actors.json.
 2. The weight-sync group between learner rank 0 and every vLLM worker.
 3. Resume from the newest complete checkpoint, if any.
-4. Each step: generate groups -> score -> train -> broadcast weights -> log -> checkpoint.
-   With `async_rollout` the next step's groups are generated while the learner trains.
+4. Each step: generate groups -> score -> train -> broadcast weights -> log -> checkpoint
+   (every `checkpoint.every` steps and the last). With `async_rollout` the next step's groups
+   are generated while the learner trains. SIGTERM or Ctrl-C: the current step finishes, is
+   checkpointed, the actors (and a Ray instance the run started) stop, and the command that
+   resumes is printed; a second signal stops at once.
 5. Save the final policy as a Hugging Face folder in `<run>/final/`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -30,8 +35,11 @@ from mogrpo.metrics import MetricsLogger, status_line, timed
 from mogrpo.models import resolve_model
 from mogrpo.batch import Prompt
 from mogrpo.prompts import PromptSampler, load_prompts, normalise_prompt
+from mogrpo.rng import capture_rng, restore_rng
 from orchestration import checkpoint
-from orchestration.placement import plan_placement
+from orchestration.signals import RunStopped, StopOnSignal
+from orchestration.groups import ActorFailedError
+from orchestration.placement import check_fits, plan_placement
 from orchestration.steps import (
     held_out_refusals,
     keep_informative,
@@ -84,7 +92,7 @@ def held_out_prompts(cfg: RunConfig, tokenizer, train_prompts: list) -> list:
 
 def run(cfg: RunConfig) -> Path:
     from mogrpo.runtime import init_ray, worker_env
-    from orchestration.actors import start_actors
+    from orchestration.actors import live_node_resources, start_actors
 
     # 0. pre-flight
     cfg = resolve_auto_dtypes(cfg)
@@ -96,40 +104,85 @@ def run(cfg: RunConfig) -> Path:
 
     # 1. Ray and actors
     placement = plan_placement(cfg)
-    init_ray(cfg.cluster.ray_address, num_cpus=cfg.cluster.num_cpus or max(2, int(np.ceil(placement.totals()["CPU"]))),
-             num_gpus=cfg.cluster.num_gpus, include_dashboard=cfg.cluster.include_dashboard,
-             dashboard_host=cfg.cluster.dashboard_host, object_store_memory_gib=cfg.cluster.object_store_memory_gib,
-             runtime_env={"env_vars": worker_env(1)})
-    t0 = time.perf_counter()
-    actors = start_actors(cfg, placement, policy_path, reward_path)
-    log.info("actors ready in %.1fs", time.perf_counter() - t0)
+    private_ray = init_ray(cfg.cluster.ray_address,
+                           num_cpus=cfg.cluster.num_cpus or max(2, int(np.ceil(placement.totals()["CPU"]))),
+                           num_gpus=cfg.cluster.num_gpus, include_dashboard=cfg.cluster.include_dashboard,
+                           dashboard_host=cfg.cluster.dashboard_host,
+                           object_store_memory_gib=cfg.cluster.object_store_memory_gib,
+                           runtime_env={"env_vars": worker_env(1)})
+    stop = StopOnSignal()
     try:
-        # 2. weight-sync group: learner rank 0 + every vLLM worker
-        actors.rollout.connect(actors.learner, cfg.weight_sync, wire_dtype=cfg.model.dtype)
+        if cfg.cluster.check_resources:
+            check_fits(placement, live_node_resources())
+        t0 = time.perf_counter()
+        actors = start_actors(cfg, placement, policy_path, reward_path)
+        log.info("actors ready in %.1fs", time.perf_counter() - t0)
+        atomic_write_text(run_dir / "actors.json", json.dumps(actors.locations, indent=2))
+        try:
+            return train_loop(cfg, actors, prompts, eval_prompts, labels, resume, stop)
+        finally:
+            actors.shutdown()
+    finally:
+        stop.restore()
+        if private_ray:  # the instance this run started goes with it, also on an error or a signal
+            import ray
 
-        # 3. resume
-        sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle)
-        prompt_tags = [p.tag for p in prompts]
-        first_step, version = 1, 0
-        if resume is not None:
-            actors.learner.call("load_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), resume.tag)
-            sampler.position, version, first_step = resume.prompt_position, resume.policy_version, resume.step + 1
+            ray.shutdown()
+
+
+def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list[Prompt], labels: list[str],
+               resume: checkpoint.DriverState | None, stop: StopOnSignal) -> Path:
+    """Steps 2-5 of the module docstring, on started actors."""
+    run_dir, ckpt_dir = cfg.run_dir, str(checkpoint.checkpoint_dir(cfg.run_dir))
+    # 2. weight-sync group: learner rank 0 + every vLLM worker
+    actors.rollout.connect(actors.learner, cfg.weight_sync, wire_dtype=cfg.model.dtype)
+
+    # 3. resume: the learner, the driver and the workers' weights go back to a checkpoint
+    sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle)
+    prompt_tags = [p.tag for p in prompts]
+    version, logger, learner_restarts = 0, None, 0
+
+    def rewind(to: checkpoint.DriverState | None) -> int:
+        """Put the run at checkpoint `to` (None: a fresh start); returns the next step."""
+        nonlocal version, logger
+        if to is not None and to.tag:
+            actors.learner.call("load_checkpoint", ckpt_dir, to.tag)
+        sampler.position, version = (to.prompt_position, to.policy_version) if to else (0, 0)
+        if to is not None:
+            restore_rng(to.rng)
             actors.rollout.sync(version)
-            log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
-        logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=resume.step if resume else None)
+        if logger is not None:
+            logger.close()
+        logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=to.step if to else None)
+        return to.step + 1 if to else 1
 
-        # 4. the loop. Calls on the rollout group survive workers that die (they are
-        # replaced, brought to the current policy, and the call runs again).
-        def evaluate_held_out(step: int) -> dict:
-            due = cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps)
-            return held_out_refusals(actors, eval_prompts, cfg.eval.max_new_tokens, version) if due else {}
+    step = rewind(resume)
+    if resume is not None:
+        log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
 
-        if cfg.eval.every and first_step == 1:  # the starting policy, as step 0
-            logger.log(0, {"policy_version": version, **evaluate_held_out(0)})
+    def save(step: int, prompt_position: int) -> None:
+        tag = checkpoint.tag_for(step)
+        actors.learner.call("save_checkpoint", ckpt_dir, tag)
+        if cfg.checkpoint.save_hf:
+            actors.learner.call("save_pretrained", str(checkpoint.checkpoint_dir(run_dir) / tag / "hf"))
+        checkpoint.commit(run_dir, checkpoint.DriverState(step, version, prompt_position, tag, capture_rng()),
+                          cfg.checkpoint.keep)
 
-        pending, ready = start_generation(actors, sampler, cfg, first_step, version), None
-        for step in range(first_step, cfg.steps + 1):
-            times: dict[str, float] = {}
+    # 4. the loop. Calls on the rollout group survive workers that die (they are replaced,
+    # brought to the current policy, and the call runs again); a learner rank that dies is
+    # replaced with its whole group, which goes back to the newest checkpoint (restart_learner).
+    def evaluate_held_out(step: int) -> dict:
+        due = cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.steps)
+        return held_out_refusals(actors, eval_prompts, cfg.eval.max_new_tokens, version) if due else {}
+
+    if cfg.eval.every and step == 1:  # the starting policy, as step 0
+        logger.log(0, {"policy_version": version, **evaluate_held_out(0)})
+
+    pending, ready = start_generation(actors, sampler, cfg, step, version), None
+    stop.arm()
+    while step <= cfg.steps:
+        times: dict[str, float] = {}
+        try:
             with timed(times, "step"):
                 with timed(times, "generate"):
                     batch = ready if ready is not None else actors.rollout.finish_generate(pending)
@@ -141,8 +194,8 @@ def run(cfg: RunConfig) -> Path:
                     if cfg.learner.loss.dynamic_sampling:
                         train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
 
-                resume_position = sampler.position  # prompts of this step, not of the next one
-                prefetch = cfg.async_rollout and step < cfg.steps
+                resume_position, trained_version = sampler.position, version  # this step's, before the update
+                prefetch = cfg.async_rollout and step < cfg.steps and not stop.requested
                 if prefetch:  # the next groups come from the current policy: one step off-policy
                     pending = start_generation(actors, sampler, cfg, step + 1, version)
                 with timed(times, "train"):  # advantages, loss and optimizer step, in the learner
@@ -156,30 +209,61 @@ def run(cfg: RunConfig) -> Path:
                         version += 1
                         sync = actors.rollout.sync(version)
                 held_out = evaluate_held_out(step)
-                if ready is None and step < cfg.steps:
+                if ready is None and step < cfg.steps and not stop.requested:
                     pending = start_generation(actors, sampler, cfg, step + 1, version)
+            if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == cfg.steps or stop.requested:
+                save(step, resume_position)
+        except ActorFailedError as err:
+            to = restart_learner(actors, cfg, err, learner_restarts)
+            learner_restarts += 1
+            step, ready = rewind(to), None
+            pending = start_generation(actors, sampler, cfg, step, version)
+            continue
 
-            metrics = {"policy_version": version, **step_metrics(batch, train, labels, prompt_tags), **sampling_stats,
-                       **sync, **held_out, "rollout/restarts": actors.rollout.restarts,
-                       **{f"time/{k}": v for k, v in times.items()}}
-            logger.log(step, metrics)
-            if cfg.logging.log_rollouts:
-                save_rollouts(run_dir, step, batch)
-            if step % cfg.logging.status_every == 0 or step == cfg.steps:
-                print(status_line(step, cfg.steps, metrics, labels), flush=True)
-            if cfg.checkpoint.every and (step % cfg.checkpoint.every == 0) and step < cfg.steps:
-                tag = checkpoint.tag_for(step)
-                actors.learner.call("save_checkpoint", str(checkpoint.checkpoint_dir(run_dir)), tag)
-                checkpoint.commit(run_dir, checkpoint.DriverState(step, version, resume_position, tag), cfg.checkpoint.keep)
-        logger.close()
+        metrics = {"policy_version": version, **step_metrics(batch, train, labels, prompt_tags), **sampling_stats,
+                   **sync, **held_out, "rollout/restarts": actors.rollout.restarts, "learner/restarts": learner_restarts,
+                   **{f"time/{k}": v for k, v in times.items()}}
+        logger.log(step, metrics)
+        if cfg.logging.log_rollouts:
+            save_rollouts(run_dir, step, batch, cfg, trained_version)
+        if step % cfg.logging.status_every == 0 or step == cfg.steps:
+            print(status_line(step, cfg.steps, metrics, labels), flush=True)
+        if stop.requested and step < cfg.steps:
+            logger.close()
+            raise RunStopped(stop.requested, step, run_dir)
+        step += 1
+    logger.close()
 
-        # 5. final policy
-        final = run_dir / "final"
-        actors.learner.call("save_pretrained", str(final))
-        print(f"final policy (version {version}) saved to {final}", flush=True)
-        return final
-    finally:
-        actors.shutdown()
+    # 5. final policy
+    final = run_dir / "final"
+    actors.learner.call("save_pretrained", str(final))
+    print(f"final policy (version {version}) saved to {final}", flush=True)
+    return final
+
+
+def restart_learner(actors, cfg: RunConfig, err: ActorFailedError, restarts: int) -> checkpoint.DriverState | None:
+    """After `err`: if a learner rank died, replace the learner group and re-form the
+    weight-sync group; returns the checkpoint to go back to (None: the start). Anything else,
+    or restarts used up, re-raises."""
+    import ray
+
+    if err.pending:  # calls of the failed fan-out: a rank blocked on the dead one fails within the timeout
+        ray.wait(err.pending, num_returns=len(err.pending), timeout=cfg.weight_sync.timeout_s + 30)
+    dead = actors.learner.dead()
+    if not dead:
+        raise err
+    names = ", ".join(actors.learner.names[i] for i in dead)
+    if restarts >= cfg.learner.max_restarts:
+        raise ActorFailedError(f"{names} died and learner.max_restarts={cfg.learner.max_restarts} restarts are "
+                               f"used up ({err})") from err
+    to = checkpoint.read_latest(cfg.run_dir)
+    log.warning("%s died (%s); starting a new learner group from %s (%d of %d restarts)", names, err,
+                f"checkpoint {to.tag} (step {to.step})" if to else "the start", restarts + 1, cfg.learner.max_restarts)
+    actors.replace_learner(cfg.cluster.actor_start_timeout_s)
+    actors.rollout.connect(actors.learner, cfg.weight_sync, wire_dtype=cfg.model.dtype)
+    if to is None:  # the new learner holds the starting weights: bring the workers back to them
+        actors.rollout.sync(0)
+    return to
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         run(load_config(args.config, args.overrides))
     except UserError as err:
         return report(err, args.debug)
+    except RunStopped as stopped:
+        print(stopped, flush=True)
+        return 128 + stopped.signum
     return 0
 
 

@@ -90,8 +90,15 @@ class LearnerConfig(Section):
     """Ray CPUs each learner rank reserves."""
     num_gpus: float = Field(0, ge=0)
     """Ray GPUs each learner rank reserves."""
+    resources: dict[str, float] = {}
+    """Custom Ray resources each learner rank reserves besides CPUs and GPUs, e.g. `{mogrpo_learner: 1}`: only
+    nodes that advertise them (`ray start --resources`) can host it, which pins the role to those nodes."""
     omp_threads: int = Field(2, ge=1)
     """Intra-op threads of each learner rank on CPU."""
+    max_restarts: int = Field(2, ge=0)
+    """A learner rank that dies ends the group: a new one starts from the newest checkpoint (or from the
+    start, before the first), the weight-sync group is re-formed and the steps since are redone, at most
+    this many times in a run (0: a dead learner ends the run)."""
     dtype: DType = "auto"
     """Training dtype; `auto` as for `model.dtype` (bf16 where the hardware computes in it:
     half the bytes, and the same rounding as a bf16 vLLM engine)."""

@@ -54,6 +54,9 @@ class RewardConfig(Section):
     """Ray CPUs each reward actor reserves."""
     num_gpus: float = Field(0, ge=0)
     """Ray GPUs each reward actor reserves."""
+    resources: dict[str, float] = {}
+    """Custom Ray resources each reward actor reserves besides CPUs and GPUs, e.g. `{mogrpo_reward: 1}`: only
+    nodes that advertise them (`ray start --resources`) can host it, which pins the role to those nodes."""
     omp_threads: int = Field(1, ge=1)
     """Intra-op threads of each reward actor on CPU."""
     max_batch_size: int = Field(64, ge=1)

@@ -75,6 +75,9 @@ class RolloutConfig(Section):
     """Ray CPUs each rollout actor reserves."""
     num_gpus: float = Field(0, ge=0)
     """Ray GPUs each rollout actor reserves (fractional shares a GPU with the learner)."""
+    resources: dict[str, float] = {}
+    """Custom Ray resources each rollout actor reserves besides CPUs and GPUs, e.g. `{mogrpo_rollout: 1}`: only
+    nodes that advertise them (`ray start --resources`) can host it, which pins the role to those nodes."""
     tensor_parallel_size: int = Field(1, ge=1)
     """vLLM tensor parallelism inside one rollout actor."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
@@ -143,6 +146,9 @@ class ClusterConfig(Section):
     """How the run's placement group spreads actors over nodes."""
     actor_start_timeout_s: float = Field(900, gt=0)
     """An actor that is not ready after this long fails the run with its name."""
+    check_resources: bool = True
+    """Before starting actors, check that the cluster's live nodes can hold them and name what is missing
+    (false for an autoscaling cluster whose nodes appear only on demand)."""
 
 
 class LoggingConfig(Section):
@@ -175,10 +181,13 @@ class InTrainingEvalConfig(Section):
 
 
 class CheckpointConfig(Section):
-    every: int = Field(0, ge=0)
-    """Save a resumable checkpoint every this many steps (0: only the final policy)."""
+    every: int = Field(20, ge=0)
+    """Save a resumable checkpoint every this many steps (0: none between); the last step, and the step a
+    SIGTERM or Ctrl-C interrupts, are checkpointed either way."""
     resume: bool = True
     """Resume from the newest complete checkpoint in the run folder if there is one."""
     keep: int = Field(2, ge=1)
     """How many recent checkpoints to keep."""
+    save_hf: bool = False
+    """Also write each checkpoint's policy as a Hugging Face folder (`checkpoints/<tag>/hf`)."""
 

@@ -25,3 +25,21 @@ def test_damaged_or_dangling_state_is_an_error(tmp_path):
     (root / "latest.json").write_text(json.dumps({"step": 4, "policy_version": 4, "prompt_position": 0, "tag": "step-0000004"}))
     with pytest.raises(FileNotFoundError, match="names checkpoint 'step-0000004', which is missing"):
         read_latest(tmp_path)
+
+
+def test_rng_states_survive_a_json_round_trip(tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    from mogrpo.rng import capture_rng, restore_rng
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    (checkpoint_dir(tmp_path) / tag_for(5)).mkdir(parents=True)
+    commit(tmp_path, DriverState(5, 5, 50, tag_for(5), capture_rng()), keep=1)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng(read_latest(tmp_path).rng)  # through latest.json
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    restore_rng({})  # a checkpoint of an older release has no RNG states: nothing to restore

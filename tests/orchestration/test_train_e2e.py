@@ -48,11 +48,10 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     initial = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-llama"))
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
 
-    # Resume: step 1 is the newest checkpoint (the last step is not checkpointed); a
-    # longer run picks up from there, re-runs step 2 and adds step 3.
+    # Resume: the last step is the newest checkpoint; a longer run picks up from there and adds step 3.
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert latest["step"] == 1 and latest["policy_version"] == 1
-    assert latest["prompt_position"] == 2  # step 1's two prompts, not the prefetched step 2's
+    assert latest["step"] == 2 and latest["policy_version"] == 2
+    assert latest["prompt_position"] == 4  # two prompts a step
     # The resumed run also switches on asynchronous rollouts, DAPO with dynamic sampling, and
     # a written refusal in every group.
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=3) + [
