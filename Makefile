@@ -5,8 +5,10 @@
 #   make reward         train the multi-label reward model -> runs/reward-model
 #   make reward-eval    held-out metrics of runs/reward-model
 #   make eval           safety evaluation of policies -> runs/eval (ARGS='--policy trained=runs/<run>/final --limit 30')
+#   make submit CONFIG=... ADDRESS=http://HEAD:8265 [ARGS='output_dir=/mnt/runs ...']   a run as a Ray job
+#   make report RUN=runs/<name>   PNG plots of a run's metrics -> runs/<name>/report/
 #   make align          the alignment recipe (runs/align), then base vs trained -> runs/eval-align
-#   make align-ablation the recipe with the safety label alone as reward, then all three -> runs/eval-align
+#   make align-ablation the recipe with the safety label alone, and with the four labels summed (no gate), then all -> runs/eval-align
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 VENV ?= .venv
@@ -47,7 +49,15 @@ reward: $(STAMP)
 reward-eval: $(STAMP)
 	$(PY) -m reward_training.evaluate --model $(REWARD_MODEL) $(ARGS)
 
-.PHONY: eval
+.PHONY: submit report eval
+submit: $(STAMP)
+	$(if $(CONFIG),,$(error set CONFIG, e.g. make submit CONFIG=cluster_configs/multi_gpu.yaml ADDRESS=http://HEAD:8265))
+	$(PY) -m orchestration.submit --config $(CONFIG) $(if $(ADDRESS),--address $(ADDRESS)) $(ARGS)
+
+report: $(STAMP)
+	$(if $(RUN),,$(error set RUN, e.g. make report RUN=runs/local-smoke))
+	$(PY) -m orchestration.report $(RUN) $(ARGS)
+
 eval: $(STAMP)
 	$(PY) -m evaluation --config cluster_configs/eval_sets.yaml --out runs/eval \
 		$(if $(wildcard $(REWARD_MODEL)/reward_model.json),--reward-model $(REWARD_MODEL)) $(ARGS)
@@ -62,16 +72,23 @@ EVAL_SETS := $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train
 $(REWARD_MODEL)/reward_model.json: | $(STAMP)
 	$(MAKE) reward
 
+# XSTest's prompts in the reward model's test split, for the recipe's in-training evaluation.
+ALIGN_PROMPTS := runs/prompts/xstest_reward_test.jsonl
+runs/prompts/xstest_reward_test.jsonl: $(REWARD_MODEL)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source xstest --split test --out $@
+
 .PHONY: align align-ablation
-align: $(STAMP) $(REWARD_MODEL)/reward_model.json
+align: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) $(ARGS)
 	$(EVAL_SETS) --policy align=runs/align/final --out runs/eval-align $(EVAL_ARGS)
 
-align-ablation: $(STAMP) $(REWARD_MODEL)/reward_model.json
+align-ablation: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) run_name=align-safety-only \
 		reward.aggregation.mode=weighted_sum 'reward.aggregation.weights={safety: 1.0}' $(ARGS)
+	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) run_name=align-weighted-sum \
+		reward.aggregation.mode=weighted_sum $(ARGS)
 	$(EVAL_SETS) --policy align=runs/align/final --policy safety-only=runs/align-safety-only/final \
-		--out runs/eval-align $(EVAL_ARGS)
+		--policy weighted-sum=runs/align-weighted-sum/final --out runs/eval-align $(EVAL_ARGS)
 
 clean:
 	rm -rf runs/local-smoke runs/bench

@@ -28,6 +28,7 @@ from mogrpo.models import BUILTIN_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/", "*.egg-info/"]
+AGENT_WAIT_S = 120  # how long to retry while a fresh head's job agent comes up
 JOB_ENV = {"PYTHONUNBUFFERED": "1"}  # no key the driver sets itself: Ray refuses to merge a conflict
 FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".gz", ".yaml", ".yml")
 
@@ -87,12 +88,18 @@ def submit(address: str, config_file: Path, overrides: list[str], wait: bool = T
     for note in check_cluster_paths(cfg, config_file):
         print(f"note: {note}", flush=True)
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(
-        entrypoint=entrypoint(config_file, overrides),
-        submission_id=f"mogrpo-{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        runtime_env={"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES, "env_vars": JOB_ENV},
-        metadata={"run_name": cfg.run_name, "run_dir": str(cfg.run_dir)},
-    )
+    job = dict(entrypoint=entrypoint(config_file, overrides),
+               submission_id=f"mogrpo-{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+               runtime_env={"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES, "env_vars": JOB_ENV},
+               metadata={"run_name": cfg.run_name, "run_dir": str(cfg.run_dir)})
+    for attempt in range(AGENT_WAIT_S // 5 + 1):
+        try:
+            job_id = client.submit_job(**job)
+            break
+        except RuntimeError as err:  # a head that has just started may not have its job agent yet
+            if "No available agent" not in str(err) or attempt == AGENT_WAIT_S // 5:
+                raise
+            time.sleep(5)
     print(f"submitted {job_id} to {address}; run folder {cfg.run_dir}", flush=True)
     if not wait:
         print(f"follow it with: ray job logs --address {address} --follow {job_id}")

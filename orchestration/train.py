@@ -178,7 +178,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
     if cfg.eval.every and step == 1:  # the starting policy, as step 0
         logger.log(0, {"policy_version": version, **evaluate_held_out(0)})
 
-    pending, ready = start_generation(actors, sampler, cfg, step, version), None
+    pending, ready = (start_generation(actors, sampler, cfg, step, version) if step <= cfg.steps else None), None
     stop.arm()
     while step <= cfg.steps:
         times: dict[str, float] = {}
