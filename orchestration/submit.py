@@ -45,11 +45,11 @@ def check_cluster_paths(cfg: RunConfig, config_file: Path) -> list[str]:
     """Raise `SubmitError` for a path the cluster cannot see; returns notes on absolute paths
     (assumed to be on storage every node mounts)."""
     notes, problems = [], []
-    refs = [("model.path", cfg.model.path), ("reward.model", cfg.reward.model)]
-    refs += [(f"data.sources[{i}].path", s.path) for i, s in enumerate(cfg.data.sources) if not s.fallback]
-    refs += [(f"eval.sources[{i}].path", s.path) for i, s in enumerate(cfg.eval.sources)] if cfg.eval.every else []
-    for name, ref in refs:
-        if ref in BUILTIN_MODELS or not _looks_local(ref):
+    refs = [("model.path", cfg.model.path, False), ("reward.model", cfg.reward.model, True)]  # True: a folder
+    refs += [(f"data.sources[{i}].path", s.path, False) for i, s in enumerate(cfg.data.sources) if not s.fallback]
+    refs += [(f"eval.sources[{i}].path", s.path, False) for i, s in enumerate(cfg.eval.sources)] if cfg.eval.every else []
+    for name, ref, always_local in refs:
+        if not always_local and (ref in BUILTIN_MODELS or not _looks_local(ref)):
             continue  # resolved on the cluster: a built-in model, a Hugging Face model or data set id
         path = Path(ref).expanduser()
         if path.is_absolute():

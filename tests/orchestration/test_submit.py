@@ -50,10 +50,16 @@ def ray_head():
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), PATH=f"{bin_dir}:{env['PATH']}")
-    port, dashboard = free_port(), free_port()
+    # every port its own: the tests' session instance already holds Ray's defaults (e.g. the agent's 52365)
+    ports = {name: free_port() for name in ("port", "dashboard-port", "dashboard-agent-listen-port",
+                                            "dashboard-agent-grpc-port", "metrics-export-port",
+                                            "runtime-env-agent-port", "ray-client-server-port",
+                                            "node-manager-port", "object-manager-port")}
+    dashboard = ports["dashboard-port"]
     temp = tempfile.mkdtemp(prefix="mgr-head-", dir="/tmp")  # short: Ray's socket paths are length-limited
-    head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}",
-                             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+    head = subprocess.Popen([str(bin_dir / "ray"), "start", "--head", "--block",
+                             *(f"--{name}={p}" for name, p in ports.items()),
+                             "--dashboard-host=127.0.0.1", "--include-dashboard=true",
                              "--num-cpus=4", f"--temp-dir={temp}", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     address = f"http://127.0.0.1:{dashboard}"
