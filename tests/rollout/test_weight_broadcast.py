@@ -73,6 +73,12 @@ def test_broadcast_switches_generation_to_learner_weights(ray_local, tmp_path, z
     with pytest.raises(ActorFailedError, match=r"actor rollout-0 (died|is unavailable)"):
         gather({"rollout-0": worker.update_weights.remote(3)}, "weight sync v3")
     # (ray.kill is asynchronous: the dead worker may or may not have announced itself first)
-    with pytest.raises(ActorFailedError, match=r"learner-0 failed: WeightSyncError: .*rollout-0 \(rank 1\)"):
-        gather({"learner-0": learner.send_weights.remote(3)}, "weight sync v3")
+    if lora_sync == "adapter":
+        # A rank-8 adapter is a few kilobytes: the socket's buffers can take all of it, so the
+        # learner's send may finish (seen once in CI). The sync as a whole fails on the dead worker.
+        with pytest.raises(ActorFailedError, match=r"rollout-0"):
+            rollouts._sync(3)
+    else:
+        with pytest.raises(ActorFailedError, match=r"learner-0 failed: WeightSyncError: .*rollout-0 \(rank 1\)"):
+            gather({"learner-0": learner.send_weights.remote(3)}, "weight sync v3")
     ray.kill(learner, no_restart=True)
