@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mogrpo.prompts import normalise_prompt  # noqa: F401  (part of this module's API for its callers)
-from mogrpo.errors import MissingFileError, UserError
+from mogrpo.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -170,21 +170,10 @@ def run_config_prompts(path: str | Path, mode: str = "rows") -> tuple[list[tuple
 def reward_model_prompts(folder: str | Path) -> tuple[list[tuple[str, str]], dict]:
     """(text, source) of the prompts in a reward model's training and validation splits
     (its `training_config.yaml`); the test split is not training."""
-    from mogrpo.config import ConfigError
-    from mogrpo.config.loader import load_yaml_section
-    from mogrpo.config.reward_training import RewardTrainConfig
+    from mogrpo.reward_model import read_labels, read_training_config
     from reward_training.dataset import load_splits
-    from mogrpo.reward_model import TRAIN_CONFIG_FILE, read_labels
 
-    folder = Path(folder)
-    file = folder / TRAIN_CONFIG_FILE
-    if not file.is_file():
-        raise MissingFileError(f"reward model {folder} has no {TRAIN_CONFIG_FILE}: its training prompts are "
-                                "unknown, so the contamination check cannot exclude them")
-    try:
-        cfg = load_yaml_section(RewardTrainConfig, file)
-    except ConfigError as err:
-        raise ConfigError(f"reward model {folder}: cannot read its training config: {err}") from err
+    cfg = read_training_config(folder)
     splits = load_splits(cfg.data, read_labels(folder), cfg.train.seed, splits=("train", "val"))
     out, counts = [], {}
     for split, by_source in splits.items():

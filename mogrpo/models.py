@@ -107,6 +107,11 @@ BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
 }
 
 
+def looks_like_hub_id(ref: str) -> bool:
+    """`org/name`, as a Hugging Face id is written (a local folder of that name wins)."""
+    return ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
+
+
 def resolve_model(ref: str) -> Path:
     """Return a local folder for `ref` (see the module docstring), or raise ModelNotFoundError."""
     if ref in BUILTIN_MODELS:
@@ -116,8 +121,7 @@ def resolve_model(ref: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model folder {path} has no config.json (expected a Hugging Face model folder)")
         return path
-    looks_like_hub_id = ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
-    if not looks_like_hub_id:
+    if not looks_like_hub_id(ref):
         raise ModelNotFoundError(
             f"model {ref!r}: no such folder, and not a built-in ({', '.join(BUILTIN_MODELS)}) or a hub id (org/name)"
         )

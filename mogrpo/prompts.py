@@ -52,8 +52,10 @@ def normalise_prompt(text: str) -> str:
     return " ".join("".join(c if c.isalnum() else " " for c in text).split())
 
 
-def _is_file_ref(path: str) -> bool:
-    return path.endswith(FILE_SUFFIXES) or Path(path).exists() or path.startswith((".", "/", "~"))
+def is_file_ref(path: str, root: Path = Path(".")) -> bool:
+    """Whether a source path names a file (relative paths taken from `root`) rather than a
+    Hugging Face data set."""
+    return path.endswith(FILE_SUFFIXES) or (root / path).exists() or path.startswith((".", "/", "~"))
 
 
 def source_name(source: PromptSource) -> str:
@@ -79,7 +81,7 @@ def read_rows(source: PromptSource) -> list[dict]:
 
 def _read_all_rows(source: PromptSource) -> list[dict]:
     path = Path(source.path).expanduser()
-    if not _is_file_ref(source.path):
+    if not is_file_ref(source.path):
         try:
             import datasets
         except ImportError as err:

@@ -316,6 +316,23 @@ def find_reward_model(path: str | Path, fit_if_missing: bool = False) -> Path | 
     return None
 
 
+def read_training_config(path: str | Path):
+    """The `RewardTrainConfig` a saved model was trained with (its `training_config.yaml`),
+    which says what its training, validation and test splits hold."""
+    from mogrpo.config import ConfigError
+    from mogrpo.config.loader import load_yaml_section
+    from mogrpo.config.reward_training import RewardTrainConfig
+
+    file = Path(path) / TRAIN_CONFIG_FILE
+    if not file.is_file():
+        raise MissingFileError(f"reward model {path} has no {TRAIN_CONFIG_FILE}: what it was trained on is unknown "
+                               "(train one with `make reward`)")
+    try:
+        return load_yaml_section(RewardTrainConfig, file)
+    except ConfigError as err:
+        raise ConfigError(f"reward model {path}: cannot read its training config: {err}") from err
+
+
 def read_labels(path: str | Path) -> list[str]:
     """The labels of a saved model, without loading its weights."""
     return read_spec(path).labels

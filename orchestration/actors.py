@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from mogrpo.config import RunConfig
@@ -47,8 +47,6 @@ class Actors:
 
 def actor_locations(pg, placement: Placement) -> dict[str, dict]:
     """Where each actor's bundle landed: {name: {bundle, node_id, address}}."""
-    from ray.util.placement_group import placement_group_table
-
     nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     bundle_nodes = placement_group_table(pg)["bundles_to_node_id"]
     return {name: {"bundle": b, "node_id": bundle_nodes.get(b), "address": nodes.get(bundle_nodes.get(b))}

@@ -24,32 +24,32 @@ from pathlib import Path
 
 from mogrpo.config import RunConfig, load_config
 from mogrpo.errors import UserError, report
-from mogrpo.models import BUILTIN_MODELS
+from mogrpo.models import BUILTIN_MODELS, looks_like_hub_id
+from mogrpo.prompts import is_file_ref
 
 REPO = Path(__file__).resolve().parents[1]
 UPLOAD_EXCLUDES = [".venv/", "runs/", ".git/", "**/__pycache__/", ".pytest_cache/", "*.egg-info/"]
 AGENT_WAIT_S = 120  # how long to retry while a fresh head's job agent comes up
 JOB_ENV = {"PYTHONUNBUFFERED": "1"}  # no key the driver sets itself: Ray refuses to merge a conflict
-FILE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".gz", ".yaml", ".yml")
 
 
 class SubmitError(UserError):
     """The run cannot be submitted as configured; the message says what to set."""
 
 
-def _looks_local(ref: str) -> bool:
-    return ref.startswith((".", "/", "~")) or ref.endswith(FILE_SUFFIXES) or (REPO / ref).exists()
-
-
 def check_cluster_paths(cfg: RunConfig, config_file: Path) -> list[str]:
     """Raise `SubmitError` for a path the cluster cannot see; returns notes on absolute paths
     (assumed to be on storage every node mounts)."""
     notes, problems = [], []
-    refs = [("model.path", cfg.model.path, False), ("reward.model", cfg.reward.model, True)]  # True: a folder
-    refs += [(f"data.sources[{i}].path", s.path, False) for i, s in enumerate(cfg.data.sources) if not s.fallback]
-    refs += [(f"eval.sources[{i}].path", s.path, False) for i, s in enumerate(cfg.eval.sources)] if cfg.eval.every else []
-    for name, ref, always_local in refs:
-        if not always_local and (ref in BUILTIN_MODELS or not _looks_local(ref)):
+    # (key, path, whether it names something on disk: the rules resolve_model and the prompt reader apply)
+    model = cfg.model.path
+    refs = [("model.path", model, model not in BUILTIN_MODELS and ((REPO / model).exists() or not looks_like_hub_id(model))),
+            ("reward.model", cfg.reward.model, True)]  # always a folder
+    sources = [(f"data.sources[{i}]", s) for i, s in enumerate(cfg.data.sources) if not s.fallback]
+    sources += [(f"eval.sources[{i}]", s) for i, s in enumerate(cfg.eval.sources)] if cfg.eval.every else []
+    refs += [(f"{key}.path", s.path, is_file_ref(s.path, REPO)) for key, s in sources]
+    for name, ref, local in refs:
+        if not local:
             continue  # resolved on the cluster: a built-in model, a Hugging Face model or data set id
         path = Path(ref).expanduser()
         if path.is_absolute():

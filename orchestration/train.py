@@ -37,9 +37,9 @@ from mogrpo.batch import Prompt
 from mogrpo.prompts import PromptSampler, load_prompts, normalise_prompt
 from mogrpo.rng import capture_rng, restore_rng
 from orchestration import checkpoint
-from orchestration.signals import RunStopped, StopOnSignal
 from orchestration.groups import ActorFailedError
 from orchestration.placement import check_fits, plan_placement
+from orchestration.signals import RunStopped, StopOnSignal
 from orchestration.steps import (
     held_out_refusals,
     keep_informative,
@@ -142,21 +142,22 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
     prompt_tags = [p.tag for p in prompts]
     version, logger, learner_restarts = 0, None, 0
 
-    def rewind(to: checkpoint.DriverState | None) -> int:
-        """Put the run at checkpoint `to` (None: a fresh start); returns the next step."""
+    def rewind(to: checkpoint.DriverState | None, sync_workers: bool) -> int:
+        """Put the learner and the driver at checkpoint `to` (None: the start) and, with
+        `sync_workers`, the workers' weights too; returns the next step."""
         nonlocal version, logger
-        if to is not None and to.tag:
-            actors.learner.call("load_checkpoint", ckpt_dir, to.tag)
-        sampler.position, version = (to.prompt_position, to.policy_version) if to else (0, 0)
         if to is not None:
+            actors.learner.call("load_checkpoint", ckpt_dir, to.tag)
             restore_rng(to.rng)
+        sampler.position, version = (to.prompt_position, to.policy_version) if to else (0, 0)
+        if sync_workers:
             actors.rollout.sync(version)
         if logger is not None:
             logger.close()
         logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=to.step if to else None)
         return to.step + 1 if to else 1
 
-    step = rewind(resume)
+    step = rewind(resume, sync_workers=resume is not None)  # fresh workers already hold the starting weights
     if resume is not None:
         log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
 
@@ -216,7 +217,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         except ActorFailedError as err:
             to = restart_learner(actors, cfg, err, learner_restarts)
             learner_restarts += 1
-            step, ready = rewind(to), None
+            step, ready = rewind(to, sync_workers=True), None
             pending = start_generation(actors, sampler, cfg, step, version)
             continue
 
@@ -243,8 +244,8 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
 
 def restart_learner(actors, cfg: RunConfig, err: ActorFailedError, restarts: int) -> checkpoint.DriverState | None:
     """After `err`: if a learner rank died, replace the learner group and re-form the
-    weight-sync group; returns the checkpoint to go back to (None: the start). Anything else,
-    or restarts used up, re-raises."""
+    weight-sync group; returns the checkpoint to go back to (None: the start), which the
+    caller rewinds the run and the workers to. Anything else, or restarts used up, re-raises."""
     import ray
 
     if err.pending:  # calls of the failed fan-out: a rank blocked on the dead one fails within the timeout
@@ -261,8 +262,6 @@ def restart_learner(actors, cfg: RunConfig, err: ActorFailedError, restarts: int
                 f"checkpoint {to.tag} (step {to.step})" if to else "the start", restarts + 1, cfg.learner.max_restarts)
     actors.replace_learner(cfg.cluster.actor_start_timeout_s)
     actors.rollout.connect(actors.learner, cfg.weight_sync, wire_dtype=cfg.model.dtype)
-    if to is None:  # the new learner holds the starting weights: bring the workers back to them
-        actors.rollout.sync(0)
     return to
 
 

@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 
 from mogrpo.atomic import atomic_write_text
-from mogrpo.config.loader import load_yaml_section
-from mogrpo.config.reward_training import RewardTrainConfig
-from mogrpo.errors import MissingFileError, UserError, report
+from mogrpo.errors import UserError, report
 from mogrpo.prompts import normalise_prompt
-from mogrpo.reward_model import TRAIN_CONFIG_FILE, read_labels
+from mogrpo.reward_model import read_labels, read_training_config
 from reward_training.dataset import load_splits
 
 
@@ -30,10 +28,7 @@ def trained_prompts(model: str | Path, source: str, splits: tuple[str, ...] = ("
     """One row per distinct prompt of `source` in `splits` of the reward model at `model`;
     `request` comes from the rows' `harmful_request` target ("" where the source has none)."""
     folder = Path(model)
-    file = folder / TRAIN_CONFIG_FILE
-    if not file.is_file():
-        raise MissingFileError(f"reward model {folder} has no {TRAIN_CONFIG_FILE} (train one with `make reward`)")
-    cfg = load_yaml_section(RewardTrainConfig, file)
+    cfg = read_training_config(folder)
     if source not in cfg.data.sources or not cfg.data.sources[source].enabled:
         used = sorted(n for n, s in cfg.data.sources.items() if s.enabled)
         raise UserError(f"--source {source!r}: reward model {folder} did not train on it (its sources: {used})")

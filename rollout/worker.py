@@ -173,4 +173,3 @@ class RolloutWorker:
 
     def policy_version(self) -> int:
         return self.version
-
