@@ -14,40 +14,59 @@ from mogrpo.atomic import atomic_write_text
 
 class MetricsLogger:
     """Appends to `<run_dir>/metrics.jsonl` (flushed per step, so a crash loses nothing
-    already logged) and writes TensorBoard scalars under `<run_dir>/tensorboard/`."""
+    already logged), writes TensorBoard scalars under `<run_dir>/tensorboard/`, and hands
+    the numeric scalars to the `sinks` (mogrpo.tracking: W&B, MLflow)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, resume_after_step: int | None = None):
-        self.path = Path(run_dir) / "metrics.jsonl"
+    def __init__(self, run_dir: Path, tensorboard: bool = True, sinks: list | None = None):
+        self.run_dir, self.tensorboard, self.sinks = Path(run_dir), tensorboard, sinks or []
+        self.path = self.run_dir / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_after_step is not None and self.path.exists():
-            # Drop steps after the checkpoint we resume from: they will be run again.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_after_step]
-            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-        elif resume_after_step is None and self.path.exists():
-            self.path.unlink()
-        self._file = open(self.path, "a")
-        self._writer = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=(resume_after_step or 0) + 1)
+        self._file = self._writer = None
         self.started = time.time()
 
+    def rewind(self, after_step: int | None) -> None:
+        """Log from `after_step + 1` on: the steps after it (to be run again, e.g. after a
+        resume from its checkpoint) leave metrics.jsonl and TensorBoard. None: a fresh run."""
+        self._close_files()
+        if after_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= after_step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        elif after_step is None and self.path.exists():
+            self.path.unlink()
+        self._file = open(self.path, "a")
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=(after_step or 0) + 1)
+
     def log(self, step: int, metrics: dict[str, float | int | str]) -> None:
+        if self._file is None:
+            self.rewind(None)
         record = {"step": step, "time": round(time.time() - self.started, 3), **metrics}
         self._file.write(json.dumps(record, default=float) + "\n")
         self._file.flush()
+        scalars = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         if self._writer is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
+            for key, value in scalars.items():
+                self._writer.add_scalar(key, value, step)
             self._writer.flush()
+        for sink in self.sinks:
+            sink.log(step, scalars)
 
-    def close(self) -> None:
-        self._file.close()
+    def _close_files(self) -> None:
+        if self._file is not None:
+            self._file.close()
         if self._writer is not None:
             self._writer.close()
+        self._file = self._writer = None
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Close the files and end the trackers' runs with `status` (FINISHED, FAILED, KILLED)."""
+        self._close_files()
+        for sink in self.sinks:
+            sink.close(status)
 
 
 def status_line(step: int, steps: int, m: dict, labels: list[str]) -> str:

@@ -36,6 +36,7 @@ from mogrpo.models import resolve_model
 from mogrpo.batch import Prompt
 from mogrpo.prompts import PromptSampler, load_prompts, normalise_prompt
 from mogrpo.rng import capture_rng, restore_rng
+from mogrpo.tracking import check_trackers, open_trackers
 from orchestration import checkpoint
 from orchestration.groups import ActorFailedError
 from orchestration.placement import check_fits, plan_placement
@@ -64,6 +65,7 @@ def preflight(cfg: RunConfig):
         loss_variant(cfg.learner.loss.variant)
     except ValueError as err:
         raise ConfigError(f"learner.loss.variant: {err}") from None
+    check_trackers(cfg.logging)
     policy_path = resolve_model(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(policy_path, trust_remote_code=cfg.model.trust_remote_code)
     prompts, report = load_prompts(cfg.data, tokenizer, cfg.seed)
@@ -111,6 +113,9 @@ def run(cfg: RunConfig) -> Path:
                            object_store_memory_gib=cfg.cluster.object_store_memory_gib,
                            runtime_env={"env_vars": worker_env(1)})
     stop = StopOnSignal()
+    logger = MetricsLogger(run_dir, cfg.logging.tensorboard,
+                           open_trackers(cfg.logging, run_dir, cfg.run_name, cfg.model_dump(mode="json"), resume is not None))
+    status = "FAILED"
     try:
         if cfg.cluster.check_resources:
             check_fits(placement, live_node_resources())
@@ -119,10 +124,16 @@ def run(cfg: RunConfig) -> Path:
         log.info("actors ready in %.1fs", time.perf_counter() - t0)
         atomic_write_text(run_dir / "actors.json", json.dumps(actors.locations, indent=2))
         try:
-            return train_loop(cfg, actors, prompts, eval_prompts, labels, resume, stop)
+            final = train_loop(cfg, actors, prompts, eval_prompts, labels, resume, stop, logger)
+            status = "FINISHED"
+            return final
+        except RunStopped:
+            status = "KILLED"
+            raise
         finally:
             actors.shutdown()
     finally:
+        logger.close(status)
         stop.restore()
         if private_ray:  # the instance this run started goes with it, also on an error or a signal
             import ray
@@ -131,7 +142,7 @@ def run(cfg: RunConfig) -> Path:
 
 
 def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list[Prompt], labels: list[str],
-               resume: checkpoint.DriverState | None, stop: StopOnSignal) -> Path:
+               resume: checkpoint.DriverState | None, stop: StopOnSignal, logger: MetricsLogger) -> Path:
     """Steps 2-5 of the module docstring, on started actors."""
     run_dir, ckpt_dir = cfg.run_dir, str(checkpoint.checkpoint_dir(cfg.run_dir))
     # 2. weight-sync group: learner rank 0 + every vLLM worker
@@ -140,21 +151,19 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
     # 3. resume: the learner, the driver and the workers' weights go back to a checkpoint
     sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle)
     prompt_tags = [p.tag for p in prompts]
-    version, logger, learner_restarts = 0, None, 0
+    version, learner_restarts = 0, 0
 
     def rewind(to: checkpoint.DriverState | None, sync_workers: bool) -> int:
         """Put the learner and the driver at checkpoint `to` (None: the start) and, with
         `sync_workers`, the workers' weights too; returns the next step."""
-        nonlocal version, logger
+        nonlocal version
         if to is not None:
             actors.learner.call("load_checkpoint", ckpt_dir, to.tag)
             restore_rng(to.rng)
         sampler.position, version = (to.prompt_position, to.policy_version) if to else (0, 0)
         if sync_workers:
             actors.rollout.sync(version)
-        if logger is not None:
-            logger.close()
-        logger = MetricsLogger(run_dir, cfg.logging.tensorboard, resume_after_step=to.step if to else None)
+        logger.rewind(to.step if to else None)
         return to.step + 1 if to else 1
 
     step = rewind(resume, sync_workers=resume is not None)  # fresh workers already hold the starting weights
@@ -230,10 +239,8 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         if step % cfg.logging.status_every == 0 or step == cfg.steps:
             print(status_line(step, cfg.steps, metrics, labels), flush=True)
         if stop.requested and step < cfg.steps:
-            logger.close()
             raise RunStopped(stop.requested, step, run_dir)
         step += 1
-    logger.close()
 
     # 5. final policy
     final = run_dir / "final"

@@ -33,3 +33,35 @@ def tiny_run_overrides(tmp_path, reward_model, steps):
             "rollout.prompts_per_step=2", "rollout.group_size=3", "rollout.max_new_tokens=8",
             f"reward.model={reward_model}", "reward.fit_if_missing=false", "learner.lr=1e-3",
             "checkpoint.every=1", "checkpoint.keep=1", "cluster.actor_start_timeout_s=300"]
+
+
+def wandb_history(run_dir) -> list[dict]:
+    """The history rows (`run.log` calls) of every offline W&B run under `run_dir/wandb`, in
+    order. Reads W&B's record log: a 7-byte header, then 32 KiB blocks of chunks, each with a
+    4-byte checksum, a 2-byte little-endian length and a type (1 whole, 2 first, 3 middle, 4 last)."""
+    import json
+    import struct
+    from pathlib import Path
+
+    from wandb.proto import wandb_internal_pb2
+
+    rows = []
+    for path in sorted(Path(run_dir, "wandb").glob("offline-run-*/run-*.wandb")):
+        data, pos, record = path.read_bytes(), 7, b""
+        while pos + 7 <= len(data):
+            if (pos % 32768) + 7 > 32768:  # a block's tail too short for a chunk header is padding
+                pos += 32768 - pos % 32768
+                continue
+            length, kind = struct.unpack_from("<HB", data, pos + 4)
+            if length == 0 and kind == 0:
+                break
+            record += data[pos + 7:pos + 7 + length]
+            pos += 7 + length
+            if kind in (1, 4):
+                parsed = wandb_internal_pb2.Record()
+                parsed.ParseFromString(record)
+                if parsed.WhichOneof("record_type") == "history":
+                    rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                                 for item in parsed.history.item})
+                record = b""
+    return rows

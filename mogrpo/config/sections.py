@@ -151,9 +151,29 @@ class ClusterConfig(Section):
     (false for an autoscaling cluster whose nodes appear only on demand)."""
 
 
+class WandbConfig(Section):
+    enabled: bool = False
+    """Log every step's metrics to Weights & Biases too (needs `pip install wandb`)."""
+    mode: Literal["offline", "online"] = "offline"
+    """offline: files in `<run>/wandb/` only, no network (upload later with `wandb sync`); online: needs a login."""
+    project: str = "mogrpo"
+    entity: str | None = None
+    tags: list[str] = []
+
+
+class MlflowConfig(Section):
+    enabled: bool = False
+    """Log the config as parameters and every step's metrics to MLflow too (needs `pip install mlflow-skinny`)."""
+    tracking_uri: str | None = None
+    """A tracking server (http://host:5000) or a folder; default: $MLFLOW_TRACKING_URI, else `<run>/mlruns`."""
+    experiment: str = "mogrpo"
+
+
 class LoggingConfig(Section):
     tensorboard: bool = True
     """Write TensorBoard event files into the run folder."""
+    wandb: WandbConfig = WandbConfig()
+    mlflow: MlflowConfig = MlflowConfig()
     log_rollouts: bool = True
     """Keep every response with its per-label scores in rollouts/step-*.parquet."""
     status_every: int = Field(1, ge=1)

@@ -9,11 +9,12 @@ import torch
 
 from mogrpo.config import load_config
 from orchestration.train import run
-from tests.helpers import tiny_run_overrides
+from tests.helpers import tiny_run_overrides, wandb_history
 
 pytestmark = pytest.mark.slow
 REQUIRED = ["step", "policy_version", "reward/mean", "kl", "loss", "clip_frac", "response_len/mean",
             "time/generate", "time/reward", "time/train", "time/sync", "time/step"]
+TRACKERS = ["logging.wandb.enabled=true", "logging.mlflow.enabled=true"]  # W&B offline, MLflow in <run>/mlruns
 
 
 def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
@@ -22,7 +23,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     from mogrpo.models import resolve_model
 
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=2) + [
-        "eval.every=2", "eval.max_new_tokens=8"])
+        "eval.every=2", "eval.max_new_tokens=8", *TRACKERS])
     final = run(cfg)
     run_dir = Path(tmp_path) / "e2e"
 
@@ -57,7 +58,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=3) + [
         "async_rollout=true", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
         "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1",
-        "rollout.written_refusals=1"])
+        "rollout.written_refusals=1", *TRACKERS])
     run(cfg)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2, 3]  # step 0: the held-out evaluation before training
@@ -68,6 +69,15 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     written = [r for r in rows if r["written"]]
     assert len(written) == len(rows) // 3 and all(r["response"] in cfg.rollout.written_refusal_texts for r in written)
     assert all(r["response_token_ids"][-1] == 2 for r in written)  # tiny-llama's end-of-sequence token
+
+    # the trackers got every step, the resumed run's in the same tracker runs
+    from mlflow.tracking import MlflowClient
+
+    ids = json.loads((run_dir / "trackers.json").read_text())
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+    assert sorted(m.step for m in client.get_metric_history(ids["mlflow"], "policy_version")) == [0, 1, 2, 3]
+    assert client.get_run(ids["mlflow"]).info.status == "FINISHED"
+    assert [r["step"] for r in wandb_history(run_dir) if "reward/mean" in r] == [1, 2, 3]
 
 
 def test_missing_reward_model_fails_before_any_actor(tmp_path):
