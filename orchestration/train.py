@@ -12,7 +12,9 @@
    (every `checkpoint.every` steps and the last). With `async_rollout` the next step's groups
    are generated while the learner trains. SIGTERM or Ctrl-C: the current step finishes, is
    checkpointed, the actors (and a Ray instance the run started) stop, and the command that
-   resumes is printed; a second signal stops at once.
+   resumes is printed; a step still generating or scoring that would not end within
+   `checkpoint.stop_grace_s` is abandoned and the step before it checkpointed; a second
+   signal stops at once.
 5. Save the final policy as a Hugging Face folder in `<run>/final/`.
 """
 
@@ -112,7 +114,7 @@ def run(cfg: RunConfig) -> Path:
                            dashboard_host=cfg.cluster.dashboard_host,
                            object_store_memory_gib=cfg.cluster.object_store_memory_gib,
                            runtime_env={"env_vars": worker_env(1)})
-    stop = StopOnSignal()
+    stop = StopOnSignal(cfg.checkpoint.stop_grace_s)
     logger = MetricsLogger(run_dir, cfg.logging.tensorboard,
                            open_trackers(cfg.logging, run_dir, cfg.run_name, cfg.model_dump(mode="json"), resume is not None))
     status = "FAILED"
@@ -170,13 +172,12 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
     if resume is not None:
         log.info("resumed from %s: step %d, policy version %d", resume.tag, resume.step, version)
 
-    def save(step: int, prompt_position: int) -> None:
+    def save(step: int, prompt_position: int, rng: dict) -> None:
         tag = checkpoint.tag_for(step)
         actors.learner.call("save_checkpoint", ckpt_dir, tag)
         if cfg.checkpoint.save_hf:
             actors.learner.call("save_pretrained", str(checkpoint.checkpoint_dir(run_dir) / tag / "hf"))
-        checkpoint.commit(run_dir, checkpoint.DriverState(step, version, prompt_position, tag, capture_rng()),
-                          cfg.checkpoint.keep)
+        checkpoint.commit(run_dir, checkpoint.DriverState(step, version, prompt_position, tag, rng), cfg.checkpoint.keep)
 
     # 4. the loop. Calls on the rollout group survive workers that die (they are replaced,
     # brought to the current policy, and the call runs again); a learner rank that dies is
@@ -189,20 +190,26 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         logger.log(0, {"policy_version": version, **evaluate_held_out(0)})
 
     pending, ready = (start_generation(actors, sampler, cfg, step, version) if step <= cfg.steps else None), None
+    # The last finished step (its step, prompt position and RNG states) and the last checkpointed
+    # one: a step abandoned on a signal leaves the one before it to checkpoint.
+    finished = (step - 1, sampler.position, capture_rng())
+    saved_step, step_times = step - 1, []
     stop.arm()
     while step <= cfg.steps:
         times: dict[str, float] = {}
         try:
             with timed(times, "step"):
-                with timed(times, "generate"):
-                    batch = ready if ready is not None else actors.rollout.finish_generate(pending)
-                batch.check_groups(cfg.rollout.group_size)
+                # Until the learner trains, a signal may abandon the step (signals.py).
+                with stop.abandonable(max(step_times[-3:]) if step_times else None):
+                    with timed(times, "generate"):
+                        batch = ready if ready is not None else actors.rollout.finish_generate(pending)
+                    batch.check_groups(cfg.rollout.group_size)
 
-                with timed(times, "reward"):
-                    batch = score(actors, batch)
-                    train_batch, sampling_stats = batch, {}
-                    if cfg.learner.loss.dynamic_sampling:
-                        train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
+                    with timed(times, "reward"):
+                        batch = score(actors, batch)
+                        train_batch, sampling_stats = batch, {}
+                        if cfg.learner.loss.dynamic_sampling:
+                            train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
 
                 resume_position, trained_version = sampler.position, version  # this step's, before the update
                 prefetch = cfg.async_rollout and step < cfg.steps and not stop.requested
@@ -221,12 +228,21 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
                 held_out = evaluate_held_out(step)
                 if ready is None and step < cfg.steps and not stop.requested:
                     pending = start_generation(actors, sampler, cfg, step + 1, version)
+            finished = (step, resume_position, capture_rng())
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == cfg.steps or stop.requested:
-                save(step, resume_position)
+                save(*finished)
+                saved_step = step
+        except KeyboardInterrupt:
+            if not stop.abandoned:
+                raise
+            if finished[0] > saved_step:
+                save(*finished)
+            raise RunStopped(stop.requested, finished[0], run_dir, abandoned=step) from None
         except ActorFailedError as err:
             to = restart_learner(actors, cfg, err, learner_restarts)
             learner_restarts += 1
             step, ready = rewind(to, sync_workers=True), None
+            finished, saved_step = (step - 1, sampler.position, capture_rng()), step - 1
             pending = start_generation(actors, sampler, cfg, step, version)
             continue
 
@@ -234,6 +250,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
                    **sync, **held_out, "rollout/restarts": actors.rollout.restarts, "learner/restarts": learner_restarts,
                    **{f"time/{k}": v for k, v in times.items()}}
         logger.log(step, metrics)
+        step_times.append(times["step"])
         if cfg.logging.log_rollouts:
             save_rollouts(run_dir, step, batch, cfg, trained_version)
         if step % cfg.logging.status_every == 0 or step == cfg.steps:

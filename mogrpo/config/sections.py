@@ -210,4 +210,9 @@ class CheckpointConfig(Section):
     """How many recent checkpoints to keep."""
     save_hf: bool = False
     """Also write each checkpoint's policy as a Hugging Face folder (`checkpoints/<tag>/hf`)."""
+    stop_grace_s: float = Field(20, ge=0)
+    """On SIGTERM or Ctrl-C the current step finishes and is checkpointed, unless it is still generating or
+    scoring and expected (from the last steps' times) to need more than this many seconds: then it is abandoned
+    at once and the step before it checkpointed. Set it to the cluster's grace period less a checkpoint's
+    write time (Kubernetes gives 30 s by default)."""
 

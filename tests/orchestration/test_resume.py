@@ -62,17 +62,24 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(ray_local, tmp_pat
     assert all(torch.equal(hf[k], wb[k]) for k in wb)
 
 
+def start_driver(tmp_path, overrides: list[str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen([sys.executable, "-m", "orchestration.train", "--config", "cluster_configs/cpu_smoke.yaml",
+                             *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(driver: subprocess.Popen, path: Path, poll_s: float = 1.0) -> None:
+    deadline = time.time() + 400
+    while not path.is_file():
+        assert driver.poll() is None and time.time() < deadline, f"the run did not write {path}"
+        time.sleep(poll_s)
+
+
 def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, tmp_path, quick_reward_model):
     overrides = tiny_run_overrides(tmp_path, quick_reward_model, steps=200) + ["checkpoint.every=0", "run_name=stopped"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    driver = subprocess.Popen([sys.executable, "-m", "orchestration.train", "--config", "cluster_configs/cpu_smoke.yaml",
-                               *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = tmp_path / "stopped"
+    driver, run_dir = start_driver(tmp_path, overrides), tmp_path / "stopped"
     try:
-        deadline = time.time() + 400
-        while not ((run_dir / "metrics.jsonl").is_file() and metrics(run_dir)):
-            assert driver.poll() is None and time.time() < deadline, "the run did not reach its first step"
-            time.sleep(1)
+        wait_for(driver, run_dir / "rollouts" / "step-000001.parquet")
         children = psutil.Process(driver.pid).children(recursive=True)  # Ray's processes and the actors
         assert children
         driver.send_signal(signal.SIGTERM)
@@ -92,6 +99,27 @@ def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, 
     stopped_at = latest["step"]
     run(load_config(run_dir / "config.yaml", [f"steps={stopped_at + 1}"]))
     assert sorted(metrics(run_dir)) == list(range(1, stopped_at + 2))
+
+
+def test_sigterm_abandons_a_step_that_cannot_finish_in_the_grace_period(ray_local, tmp_path, quick_reward_model):
+    # No grace at all, and long answers: a signal while step 3 generates abandons it at once.
+    overrides = tiny_run_overrides(tmp_path, quick_reward_model, steps=200) + [
+        "checkpoint.every=0", "run_name=abandoned", "checkpoint.stop_grace_s=0", "rollout.max_new_tokens=256"]
+    driver, run_dir = start_driver(tmp_path, overrides), tmp_path / "abandoned"
+    try:
+        # step 2 done (its rollouts are its last output): step 3's generation is in flight
+        wait_for(driver, run_dir / "rollouts" / "step-000002.parquet", poll_s=0.02)
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert "stopped by SIGTERM during step 3, which could not finish in the grace period; step 2 is checkpointed" in out
+    assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step"] == 2
+    assert max(metrics(run_dir)) == 2 and not (run_dir / "rollouts" / "step-000003.parquet").exists()
+    run(load_config(run_dir / "config.yaml", ["steps=3"]))
+    assert sorted(metrics(run_dir)) == [1, 2, 3]
 
 
 def _learner_processes() -> list[psutil.Process]:
