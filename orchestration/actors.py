@@ -15,8 +15,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from mogrpo.config import RunConfig
 from mogrpo.runtime import worker_env
-from reward_service.actor import RewardActor, RewardClient
-from orchestration.groups import LearnerGroup, RolloutGroup, gather
+from reward_service.actor import RewardActor
+from orchestration.groups import LearnerGroup, RewardGroup, RolloutGroup, gather
 from orchestration.placement import Placement
 
 log = logging.getLogger("mogrpo")
@@ -26,21 +26,20 @@ log = logging.getLogger("mogrpo")
 class Actors:
     learner: LearnerGroup
     rollout: RolloutGroup
-    reward: RewardClient
-    reward_names: list[str]
+    reward: RewardGroup
     pg: object
     spawn_learner: Callable[[], list]  # learner_spawner(): a new set of learner ranks
     locations: dict[str, dict] = field(default_factory=dict)  # actor_locations(): where each actor runs
 
     def shutdown(self) -> None:
-        for handle in self.learner.handles + self.rollout.handles + self.reward.actors:
+        for handle in self.learner.handles + self.rollout.handles + self.reward.handles:
             ray.kill(handle, no_restart=True)
         remove_placement_group(self.pg)
 
     def replace_learner(self, timeout_s: float) -> None:
         """Kill every learner rank and start a new group (a collective cannot take in a new rank)."""
         self.learner.kill()
-        self.learner = LearnerGroup(self.spawn_learner())
+        self.learner = LearnerGroup(self.spawn_learner(), self.learner.timeouts)
         gather({n: h.ready.remote() for n, h in zip(self.learner.names, self.learner.handles)},
                "restarting the learner", timeout_s)
 
@@ -107,6 +106,15 @@ def rollout_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path)
     return spawn
 
 
+def reward_spawner(cfg: RunConfig, pg, placement: Placement, reward_path: Path):
+    """A function that starts reward replica i in its bundle (at the start, and again to replace one that died)."""
+
+    def spawn(i: int):
+        return start_actor("reward", cfg, reward_path, placement=in_bundle(pg, placement, placement.reward[i]))
+
+    return spawn
+
+
 def learner_spawner(cfg: RunConfig, pg, placement: Placement, policy_path: Path):
     """A function that starts every learner rank in its bundle, around a fresh DeepSpeed
     rendezvous on rank 0's node (at the start, and again to replace a group that lost a rank)."""
@@ -137,13 +145,14 @@ def start_actors(cfg: RunConfig, placement: Placement, policy_path: Path, reward
     learners = spawn_learner()
     spawn_rollout = rollout_spawner(cfg, pg, placement, policy_path)
     workers = [spawn_rollout(i) for i in range(cfg.rollout.num_workers)]
-    rewards = [start_actor("reward", cfg, reward_path, placement=in_bundle(pg, placement, b)) for b in placement.reward]
+    spawn_reward = reward_spawner(cfg, pg, placement, reward_path)
+    rewards = [spawn_reward(i) for i in range(len(placement.reward))]
     rollout_names = [f"rollout-{i}" for i in range(cfg.rollout.num_workers)]
     reward_names = [f"reward-{i}" for i in range(len(rewards))]
     rollout = RolloutGroup(workers, rollout_names, cfg.rollout.tensor_parallel_size, spawn_rollout,
-                           max_restarts=cfg.rollout.max_restarts, start_timeout_s=timeout)
-    actors = Actors(LearnerGroup(learners), rollout, RewardClient(rewards, cfg.reward.aggregation), reward_names, pg,
-                    spawn_learner)
+                           max_restarts=cfg.rollout.max_restarts, start_timeout_s=timeout, timeouts=cfg.timeouts)
+    reward = RewardGroup(rewards, reward_names, spawn_reward, cfg.reward.max_restarts, timeout, cfg.timeouts)
+    actors = Actors(LearnerGroup(learners, cfg.timeouts), rollout, reward, pg, spawn_learner)
     named = {**{n: h.ready.remote() for n, h in zip(actors.learner.names, learners)},
              **{n: h.ready.remote() for n, h in zip(rollout_names, workers)},
              **{n: h.labels.remote() for n, h in zip(reward_names, rewards)}}

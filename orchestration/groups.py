@@ -1,6 +1,8 @@
 """Actor groups: plain classes that hold the handles of one role's actors, fan calls out
-and put the answers back together. Every wait goes through `gather`, which names the
-actor that died or failed; calls on the rollout group survive workers that die."""
+and put the answers back together. Every wait goes through `gather` (or the rollout
+stream's wait), which names the actor that died, failed or did not answer within its
+`timeouts.*`; calls on the rollout group survive workers that die, reward replicas are
+replaced."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 import ray
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
-from mogrpo.config.sections import WeightSyncConfig
+from mogrpo.config.sections import TimeoutsConfig, WeightSyncConfig
 from mogrpo.weight_sync import SyncEndpoint
 
 log = logging.getLogger("mogrpo")
@@ -88,9 +90,10 @@ class RolloutGroup:
 
     def __init__(self, handles: list, names: list[str], ranks_per_worker: int,
                  spawn: Callable[[int], ray.actor.ActorHandle] | None = None, max_restarts: int = 0,
-                 start_timeout_s: float = 300):
+                 start_timeout_s: float = 300, timeouts: TimeoutsConfig | None = None):
         self.handles, self.names, self.ranks_per_worker = handles, names, ranks_per_worker
         self.spawn, self.max_restarts, self.start_timeout_s = spawn, max_restarts, start_timeout_s
+        self.timeouts = timeouts or TimeoutsConfig()
         self.restarts = 0
         self.learner: LearnerGroup | None = None  # set by `connect`
         self.sync_config: WeightSyncConfig | None = None
@@ -107,11 +110,17 @@ class RolloutGroup:
         }
         return Generation(refs, prompts, sampling, first_group_id, version)
 
+    def start_chunk(self, worker: int, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int,
+                    version: int | None) -> ray.ObjectRef:
+        """One generate call on worker `worker` (the rollout stream's unit of work)."""
+        return self.handles[worker].generate.remote(prompts, sampling, first_group_id, version)
+
     def finish_generate(self, generation: Generation) -> RolloutBatch:
         """The batch of a generation started earlier (generated again if a worker died)."""
         g = generation
-        return self._survive(lambda: RolloutBatch.concat(list(gather(g.refs, "generate").values())), g.version,
-                             redo=lambda: self.generate(g.prompts, g.sampling, g.first_group_id, g.version))
+        return self._survive(
+            lambda: RolloutBatch.concat(list(gather(g.refs, "generate", self.timeouts.generate_s).values())),
+            g.version, redo=lambda: self.generate(g.prompts, g.sampling, g.first_group_id, g.version))
 
     def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
                  version: int | None = None) -> RolloutBatch:
@@ -122,7 +131,8 @@ class RolloutGroup:
         """Open the sync group: learner rank 0 (it hosts the rendezvous) and every vLLM
         worker rank; all members join at once."""
         self.learner, self.sync_config, self.wire_dtype = learner, sync, wire_dtype
-        addr, port = ray.get(learner.handles[0].sync_rendezvous.remote())
+        addr, port = gather({"learner-0": learner.handles[0].sync_rendezvous.remote()}, "weight-sync rendezvous",
+                            self.timeouts.sync_s)["learner-0"]
         tp = self.ranks_per_worker
         endpoint = SyncEndpoint(
             transport=sync.transport,
@@ -136,7 +146,7 @@ class RolloutGroup:
                  for n, h in zip(learner.names, learner.handles)}
         workers = {name: h.init_weight_sync.remote(endpoint, 1 + i * tp)
                    for i, (name, h) in enumerate(zip(self.names, self.handles))}
-        gather({**inits, **workers}, "weight-sync group set-up")
+        gather({**inits, **workers}, "weight-sync group set-up", self.timeouts.sync_s)
         return endpoint
 
     def sync(self, version: int) -> dict:
@@ -147,7 +157,7 @@ class RolloutGroup:
     def _sync(self, version: int) -> dict:
         sends = self.learner.send_weights(version)
         receives = {name: h.update_weights.remote(version) for name, h in zip(self.names, self.handles)}
-        results = gather({**sends, **receives}, f"weight sync v{version}")
+        results = gather({**sends, **receives}, f"weight sync v{version}", self.timeouts.sync_s)
         wrong = {n: v for n, v in results.items() if n in receives and v != version}
         if wrong:
             raise RuntimeError(f"weight sync v{version}: workers report other versions {wrong}")
@@ -161,7 +171,8 @@ class RolloutGroup:
             self.sync(version)
 
     def versions(self) -> dict[str, int]:
-        return gather({n: h.policy_version.remote() for n, h in zip(self.names, self.handles)}, "policy_version")
+        return gather({n: h.policy_version.remote() for n, h in zip(self.names, self.handles)}, "policy_version",
+                      self.timeouts.generate_s)
 
     # ------------------------------------------------------------------ recovery
     def _survive(self, action: Callable[[], T], version: int | None, redo: Callable[[], T]) -> T:
@@ -170,10 +181,11 @@ class RolloutGroup:
         try:
             return action()
         except ActorFailedError as err:
-            self._recover(err, version or 0)
+            self.recover(err, version or 0)
         return redo()
 
-    def _recover(self, err: ActorFailedError, version: int) -> None:
+    def recover(self, err: ActorFailedError, version: int) -> None:
+        """Steps 1-4 above after `err`; re-raises it unless workers died and may be replaced."""
         if self.learner is None or self.spawn is None:
             raise err
         if err.pending:
@@ -221,23 +233,31 @@ def dead_actors(handles: list, method: str) -> list[int]:
 class LearnerGroup:
     """The DeepSpeed learner ranks; each trains on an equal share of whole groups."""
 
-    def __init__(self, handles: list):
+    def __init__(self, handles: list, timeouts: TimeoutsConfig | None = None):
         self.handles = handles
         self.names = [f"learner-{i}" for i in range(len(handles))]
+        self.timeouts = timeouts or TimeoutsConfig()
+
+    def start_train(self, batch: RolloutBatch) -> dict[str, ray.ObjectRef]:
+        shards = batch.split_by_groups(len(self.handles))
+        return {n: h.train_step.remote(s) for n, h, s in zip(self.names, self.handles, shards)}
+
+    def finish_train(self, refs: dict[str, ray.ObjectRef]) -> dict[str, float]:
+        """The ranks' training statistics, averaged."""
+        per_rank = list(gather(refs, "train_step", self.timeouts.train_s).values())
+        return {k: float(np.mean([m[k] for m in per_rank])) for k in per_rank[0]}
 
     def train(self, batch: RolloutBatch) -> dict[str, float]:
-        shards = batch.split_by_groups(len(self.handles))
-        results = gather({n: h.train_step.remote(s) for n, h, s in zip(self.names, self.handles, shards)}, "train_step")
-        per_rank = list(results.values())
-        return {k: float(np.mean([m[k] for m in per_rank])) for k in per_rank[0]}
+        return self.finish_train(self.start_train(batch))
 
     def send_weights(self, version: int) -> dict:
         return {n: h.send_weights.remote(version) for n, h in zip(self.names, self.handles)}
 
     def call(self, method: str, *args) -> list:
-        """Call `method` on every rank (collective operations need all of them)."""
+        """Call `method` on every rank (collective operations need all of them); each may take
+        `timeouts.save_s` (these are saves and loads)."""
         refs = {n: getattr(h, method).remote(*args) for n, h in zip(self.names, self.handles)}
-        return list(gather(refs, method).values())
+        return list(gather(refs, method, self.timeouts.save_s).values())
 
     def dead(self) -> list[int]:
         """Indices of the ranks whose process is gone."""
@@ -246,3 +266,33 @@ class LearnerGroup:
     def kill(self) -> None:
         for handle in self.handles:
             ray.kill(handle, no_restart=True)
+
+
+class RewardGroup:
+    """The reward replicas. They are stateless: one that dies is replaced in its placement
+    bundle (`spawn(i)`) and its calls are sent again, at most `max_restarts` times a run."""
+
+    def __init__(self, handles: list, names: list[str], spawn: Callable[[int], ray.actor.ActorHandle] | None = None,
+                 max_restarts: int = 0, start_timeout_s: float = 300, timeouts: TimeoutsConfig | None = None):
+        self.handles, self.names, self.spawn = handles, names, spawn
+        self.max_restarts, self.start_timeout_s = max_restarts, start_timeout_s
+        self.timeouts = timeouts or TimeoutsConfig()
+        self.restarts = 0
+
+    def start_score(self, replica: int, batch: RolloutBatch) -> ray.ObjectRef:
+        """Score whole groups on one replica: its `RewardScores` (per label and combined)."""
+        return self.handles[replica].score.remote(batch.column("prompt"), batch.column("response"),
+                                                  batch.group_ids.tolist(),
+                                                  [len(t) for t in batch.column("response_token_ids")])
+
+    def replace(self, replica: int, err: Exception) -> None:
+        """Start a new replica in place of one that died (or re-raise `err` if restarts are used up)."""
+        name = self.names[replica]
+        if self.spawn is None or self.restarts >= self.max_restarts:
+            raise ActorFailedError(f"{name} died and reward.max_restarts={self.max_restarts} restarts are used up "
+                                   f"({err})") from err
+        log.warning("%s died (%s); starting a replacement", name, err)
+        ray.kill(self.handles[replica], no_restart=True)
+        self.handles[replica] = self.spawn(replica)
+        gather({name: self.handles[replica].labels.remote()}, f"restarting {name}", self.start_timeout_s)
+        self.restarts += 1

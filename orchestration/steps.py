@@ -1,5 +1,5 @@
-"""The pieces of one GRPO step that the driver strings together: generate, score,
-refill uninformative groups (DAPO dynamic sampling), and record."""
+"""The pieces of one GRPO step that the driver records: rollout statistics, the in-training
+evaluation on held-out prompts, and the rollouts as parquet."""
 
 from __future__ import annotations
 
@@ -11,67 +11,7 @@ import torch
 from mogrpo.atomic import atomic_write_file
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
-from mogrpo.prompts import PromptSampler
 from orchestration.actors import Actors
-from orchestration.groups import Generation
-
-
-def sampling_settings(cfg: RunConfig, step: int, round_: int = 0) -> SamplingSettings:
-    return SamplingSettings(
-        group_size=cfg.rollout.group_size,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        temperature=cfg.rollout.temperature,
-        top_p=cfg.rollout.top_p,
-        top_k=cfg.rollout.top_k,
-        seed=(cfg.seed * 100_003 + step) * 31 + round_,
-        written_responses=tuple(cfg.rollout.written_refusal_texts) if cfg.rollout.written_refusals else (),
-        written_per_group=cfg.rollout.written_refusals,
-    )
-
-
-def start_generation(actors: Actors, sampler: PromptSampler, cfg: RunConfig, step: int, version: int) -> Generation:
-    """Start generating one step's groups from policy `version` (refs; the rollout group's
-    `finish_generate` waits for them). Workers that missed an update are re-synced first."""
-    actors.rollout.ensure_current(version)
-    return actors.rollout.start_generate(sampler.take(cfg.rollout.prompts_per_step), sampling_settings(cfg, step),
-                                         first_group_id=0, version=version)
-
-
-def score(actors: Actors, batch: RolloutBatch) -> RolloutBatch:
-    scores = actors.reward.score(
-        batch.column("prompt"), batch.column("response"), batch.group_ids.tolist(),
-        [len(t) for t in batch.column("response_token_ids")],
-    )
-    return batch.with_rewards(scores)
-
-
-def keep_informative(actors: Actors, sampler: PromptSampler, cfg: RunConfig, batch: RolloutBatch, step: int,
-                     version: int) -> tuple[RolloutBatch, dict]:
-    """DAPO dynamic sampling: drop groups whose rewards are all equal (zero advantage, no
-    signal) and refill from new prompts, at most `dynamic_sampling_max_rounds` times; keep
-    at most `prompts_per_step` groups, a multiple of the learner ranks."""
-    from learner.advantages import informative_groups
-
-    def informative(b: RolloutBatch) -> RolloutBatch:
-        keep = informative_groups(torch.tensor(b.rewards), torch.tensor(b.group_ids)).numpy()
-        return b.take(np.flatnonzero(keep))
-
-    want = cfg.rollout.prompts_per_step
-    parts = [informative(batch)]
-    first_kept = parts[0].num_groups / batch.num_groups
-    have, next_group, rounds = parts[0].num_groups, int(batch.group_ids.max()) + 1, 0
-    while have < want and rounds < cfg.learner.loss.dynamic_sampling_max_rounds:
-        rounds += 1
-        more = actors.rollout.generate(sampler.take(want - have), sampling_settings(cfg, step, rounds), next_group, version)
-        next_group += want - have
-        parts.append(informative(score(actors, more)))
-        have += parts[-1].num_groups
-    kept = RolloutBatch.concat(parts)
-    groups = list(dict.fromkeys(kept.group_ids.tolist()))
-    usable = min(len(groups), want) // cfg.learner.num_workers * cfg.learner.num_workers
-    kept = kept.take(np.flatnonzero(np.isin(kept.group_ids, groups[:usable])))
-    return kept, {"dynamic_sampling/informative_frac": first_kept, "dynamic_sampling/rounds": rounds,
-                  "dynamic_sampling/groups": usable}
 
 
 def refusal_metrics(batch: RolloutBatch, tags: list[str]) -> dict:

@@ -8,9 +8,10 @@
    actors (learner ranks, vLLM rollout workers, reward replicas), their nodes in actors.json.
 2. The weight-sync group between learner rank 0 and every vLLM worker.
 3. Resume from the newest complete checkpoint, if any.
-4. Each step: generate groups -> score -> train -> broadcast weights -> log -> checkpoint
-   (every `checkpoint.every` steps and the last). With `async_rollout` the next step's groups
-   are generated while the learner trains. SIGTERM or Ctrl-C: the current step finishes, is
+4. Each step: take a batch of scored groups from the rollout stream (pipeline.py: workers
+   generate chunks, each scored as soon as it is done) -> train -> broadcast weights -> log ->
+   checkpoint (every `checkpoint.every` steps and the last). With `rollout.max_staleness` k > 0
+   the workers go on generating, up to k steps ahead, while the learner trains. SIGTERM or Ctrl-C: the current step finishes, is
    checkpointed, the actors (and a Ray instance the run started) stop, and the command that
    resumes is printed; a step still generating or scoring that would not end within
    `checkpoint.stop_grace_s` is abandoned and the step before it checkpointed; a second
@@ -43,14 +44,8 @@ from orchestration import checkpoint
 from orchestration.groups import ActorFailedError
 from orchestration.placement import check_fits, plan_placement
 from orchestration.signals import RunStopped, StopOnSignal
-from orchestration.steps import (
-    held_out_refusals,
-    keep_informative,
-    save_rollouts,
-    score,
-    start_generation,
-    step_metrics,
-)
+from orchestration.pipeline import RolloutStream
+from orchestration.steps import held_out_refusals, save_rollouts, step_metrics
 
 log = logging.getLogger("mogrpo")
 
@@ -189,7 +184,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
     if cfg.eval.every and step == 1:  # the starting policy, as step 0
         logger.log(0, {"policy_version": version, **evaluate_held_out(0)})
 
-    pending, ready = (start_generation(actors, sampler, cfg, step, version) if step <= cfg.steps else None), None
+    stream = RolloutStream(actors, sampler, cfg, version)
     # The last finished step (its step, prompt position and RNG states) and the last checkpointed
     # one: a step abandoned on a signal leaves the one before it to checkpoint.
     finished = (step - 1, sampler.position, capture_rng())
@@ -201,34 +196,23 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
             with timed(times, "step"):
                 # Until the learner trains, a signal may abandon the step (signals.py).
                 with stop.abandonable(max(step_times[-3:]) if step_times else None):
-                    with timed(times, "generate"):
-                        batch = ready if ready is not None else actors.rollout.finish_generate(pending)
-                    batch.check_groups(cfg.rollout.group_size)
-
-                    with timed(times, "reward"):
-                        batch = score(actors, batch)
-                        train_batch, sampling_stats = batch, {}
-                        if cfg.learner.loss.dynamic_sampling:
-                            train_batch, sampling_stats = keep_informative(actors, sampler, cfg, batch, step, version)
-
-                resume_position, trained_version = sampler.position, version  # this step's, before the update
-                prefetch = cfg.async_rollout and step < cfg.steps and not stop.requested
-                if prefetch:  # the next groups come from the current policy: one step off-policy
-                    pending = start_generation(actors, sampler, cfg, step + 1, version)
-                with timed(times, "train"):  # advantages, loss and optimizer step, in the learner
-                    train = actors.learner.train(train_batch) if len(train_batch) else {"skipped": 1}
-                # Workers take the update only after they finish generating.
-                ready = actors.rollout.finish_generate(pending) if prefetch else None
-
-                with timed(times, "sync"):
-                    sync = {}
-                    if len(train_batch):
+                    with timed(times, "generate"):  # the learner waits for its batch
+                        batch, pipeline = stream.next_batch(version)
+                trained_version, train, sync = version, {"skipped": 1}, {}
+                if batch is not None:
+                    with timed(times, "train"):  # the workers go on generating as far as max_staleness allows
+                        refs = actors.learner.start_train(batch)
+                        stream.while_training(refs)
+                        train = actors.learner.finish_train(refs)
+                    with timed(times, "sync"):  # each worker first finishes the chunks queued before it
                         version += 1
                         sync = actors.rollout.sync(version)
+                        stream.synced(version)
+                if step == cfg.steps or stop.requested:
+                    stream.close()
+                stream.fill()  # the next step's generation starts before the evaluation and the checkpoint
                 held_out = evaluate_held_out(step)
-                if ready is None and step < cfg.steps and not stop.requested:
-                    pending = start_generation(actors, sampler, cfg, step + 1, version)
-            finished = (step, resume_position, capture_rng())
+            finished = (step, stream.resume_position(), capture_rng())
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or step == cfg.steps or stop.requested:
                 save(*finished)
                 saved_step = step
@@ -241,17 +225,19 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         except ActorFailedError as err:
             to = restart_learner(actors, cfg, err, learner_restarts)
             learner_restarts += 1
-            step, ready = rewind(to, sync_workers=True), None
+            step = rewind(to, sync_workers=True)
             finished, saved_step = (step - 1, sampler.position, capture_rng()), step - 1
-            pending = start_generation(actors, sampler, cfg, step, version)
+            stream.reset(version)
             continue
 
-        metrics = {"policy_version": version, **step_metrics(batch, train, labels, prompt_tags), **sampling_stats,
-                   **sync, **held_out, "rollout/restarts": actors.rollout.restarts, "learner/restarts": learner_restarts,
-                   **{f"time/{k}": v for k, v in times.items()}}
+        metrics = {"policy_version": version, **(step_metrics(batch, train, labels, prompt_tags) if batch else train),
+                   **pipeline, **stream.step_stats(times["step"]),
+                   "pipeline/learner_idle": times["generate"] / times["step"], **sync, **held_out,
+                   "rollout/restarts": actors.rollout.restarts, "reward/restarts": actors.reward.restarts,
+                   "learner/restarts": learner_restarts, **{f"time/{k}": v for k, v in times.items()}}
         logger.log(step, metrics)
         step_times.append(times["step"])
-        if cfg.logging.log_rollouts:
+        if cfg.logging.log_rollouts and batch is not None:
             save_rollouts(run_dir, step, batch, cfg, trained_version)
         if step % cfg.logging.status_every == 0 or step == cfg.steps:
             print(status_line(step, cfg.steps, metrics, labels), flush=True)

@@ -49,7 +49,10 @@ class RewardConfig(Section):
     aggregation: AggregationConfig = AggregationConfig()
     """Combining labels into one scalar; changeable without retraining."""
     num_replicas: int = Field(1, ge=1)
-    """Reward actors; requests are spread over them."""
+    """Reward actors; each finished chunk of groups goes to the one with the fewest calls outstanding."""
+    max_restarts: int = Field(2, ge=0)
+    """A reward replica that dies is replaced (it holds no state) and its calls sent again, at most this many
+    times in a run (0: a dead replica ends the run)."""
     num_cpus: float = Field(1, ge=0)
     """Ray CPUs each reward actor reserves."""
     num_gpus: float = Field(0, ge=0)

@@ -18,6 +18,7 @@ from mogrpo.config.sections import (
     PolicyModelConfig,
     PromptSource,
     RolloutConfig,
+    TimeoutsConfig,
     WeightSyncConfig,
 )
 
@@ -33,8 +34,6 @@ class RunConfig(Section):
     """Seeds prompt order, sampling and initialisation."""
     steps: int = Field(3, ge=1)
     """GRPO steps (rollout batch → reward → update → weight sync)."""
-    async_rollout: bool = False
-    """Generate step t+1 while the learner trains on step t (one step off-policy)."""
     model: PolicyModelConfig = PolicyModelConfig()
     data: DataConfig = DataConfig(sources=[PromptSource(path=SMOKE_PROMPTS, fallback=True)])
     rollout: RolloutConfig = RolloutConfig()
@@ -42,6 +41,7 @@ class RunConfig(Section):
     learner: LearnerConfig = LearnerConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
     cluster: ClusterConfig = ClusterConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: InTrainingEvalConfig = InTrainingEvalConfig()
@@ -49,6 +49,14 @@ class RunConfig(Section):
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.run_name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "async_rollout" in data:
+            raise ValueError("async_rollout was replaced by rollout.max_staleness (async_rollout: true is "
+                             "rollout.max_staleness: 1)")
+        return data
 
     @model_validator(mode="after")
     def _check_sizes(self):

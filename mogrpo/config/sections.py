@@ -103,6 +103,15 @@ class RolloutConfig(Section):
     0 turns it off."""
     written_refusal_texts: list[str] = Field(default_factory=lambda: list(WRITTEN_REFUSALS), min_length=1)
     """Refusals that `written_refusals` puts into groups."""
+    max_staleness: int = Field(0, ge=0)
+    """How many policy versions a trained sample may lag the policy it trains: 0 is synchronous (generate, score,
+    train, sync); k lets the workers go on generating, for up to k steps ahead, while the learner trains. A group
+    older than k versions when its batch is taken is dropped (and counted)."""
+    chunk_groups: int = Field(0, ge=0)
+    """Groups (prompts) per generate call: the unit that goes to the worker with the least outstanding work and on
+    to scoring as soon as it is done. 0: prompts_per_step / num_workers, rounded up (one call per worker a step)."""
+    max_chunks_per_worker: int = Field(2, ge=1)
+    """Generate calls queued on one worker at once (2: the next is there when one finishes)."""
 
     @model_validator(mode="after")
     def _some_sampled(self):
@@ -167,6 +176,22 @@ class MlflowConfig(Section):
     tracking_uri: str | None = None
     """A tracking server (http://host:5000) or a folder; default: $MLFLOW_TRACKING_URI, else `<run>/mlruns`."""
     experiment: str = "mogrpo"
+
+
+class TimeoutsConfig(Section):
+    """How long the driver waits for each kind of actor call; a call that takes longer fails the run with the
+    actor's name and the call (a stuck actor is an error, never a silent hang)."""
+
+    generate_s: float = Field(1800, gt=0)
+    """One generate call of a rollout worker (a chunk of groups, or the in-training evaluation)."""
+    score_s: float = Field(600, gt=0)
+    """One scoring call of a reward replica."""
+    train_s: float = Field(3600, gt=0)
+    """One training step of the learner ranks."""
+    sync_s: float = Field(900, gt=0)
+    """One weight sync (both ends), and setting up the weight-sync group."""
+    save_s: float = Field(1800, gt=0)
+    """Writing a checkpoint, the final policy, or loading a checkpoint."""
 
 
 class LoggingConfig(Section):

@@ -56,7 +56,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     # The resumed run also switches on asynchronous rollouts, DAPO with dynamic sampling, and
     # a written refusal in every group.
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=3) + [
-        "async_rollout=true", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
+        "rollout.max_staleness=1", "learner.loss.variant=dapo", "learner.loss.clip_eps_high=0.28",
         "learner.loss.dynamic_sampling=true", "learner.loss.dynamic_sampling_max_rounds=1",
         "rollout.written_refusals=1", *TRACKERS])
     run(cfg)
