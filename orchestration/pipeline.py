@@ -64,6 +64,34 @@ class Group:
     batch: RolloutBatch
 
 
+class GroupBuffer:
+    """Scored groups waiting for the learner, each with the policy version that wrote it."""
+
+    def __init__(self):
+        self.groups: list[Group] = []
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def add(self, group: Group) -> None:
+        self.groups.append(group)
+
+    def drop_older_than(self, version: int) -> int:
+        """Drop the groups written before `version`; returns how many."""
+        kept = [g for g in self.groups if g.version >= version]
+        dropped, self.groups = len(self.groups) - len(kept), kept
+        return dropped
+
+    def take(self, n: int) -> list[Group]:
+        """The `n` oldest groups (by version, then arrival)."""
+        self.groups.sort(key=lambda g: g.version)
+        taken, self.groups = self.groups[:n], self.groups[n:]
+        return taken
+
+    def positions(self) -> list[int]:
+        return [g.position for g in self.groups]
+
+
 def sampling_settings(cfg: RunConfig, position: int) -> SamplingSettings:
     """Sampling of the chunk whose first prompt is at sampler `position` (the seed follows it,
     so a resumed synchronous run draws the same samples)."""
@@ -85,11 +113,14 @@ class RolloutStream:
         self.version, self.training, self.closed = version, False, False
         self.calls: dict[ray.ObjectRef, Call] = {}
         self.retry: list[Chunk] = []  # chunks of workers that died, generated again once they are replaced
-        self.buffer: list[Group] = []
+        self.buffer = GroupBuffer()
         self.lost: set[int] = set()  # workers whose calls failed because they died
         self.next_group_id = 0
         self.last_progress: dict[tuple[str, int], float] = {}
+        self.score_calls = [0] * len(actors.reward.handles)
         self.busy_s = np.zeros(len(actors.rollout.handles))  # seconds each worker had work, this step
+        # (time.monotonic(), "issue" | "done", "generate" | "score", actor name, groups) of this step's calls
+        self.trace: list[tuple[float, str, str, str, int]] = []
         self.counts = {"dropped_stale": 0, "dropped_uninformative": 0, "groups_scored": 0, "score_s": 0.0}
 
     # ------------------------------------------------------------------ what the driver calls
@@ -103,17 +134,16 @@ class RolloutStream:
         draw_limit = (1 + loss.dynamic_sampling_max_rounds) * self.batch_groups if loss.dynamic_sampling else None
         scored_before = self.counts["groups_scored"]
         while True:
-            self._drop_stale()
+            self.counts["dropped_stale"] += self.buffer.drop_older_than(version - self.max_staleness)
             if len(self.buffer) >= self.batch_groups:
                 break
             if draw_limit is not None and self.counts["groups_scored"] - scored_before >= draw_limit:
                 break
             self._wait(until=[])
-        self.buffer.sort(key=lambda g: g.version)
         usable = min(len(self.buffer), self.batch_groups)
         if loss.dynamic_sampling:
             usable = usable // self.cfg.learner.num_workers * self.cfg.learner.num_workers
-        taken, self.buffer = self.buffer[:usable], self.buffer[usable:]
+        taken = self.buffer.take(usable)
         staleness = np.array([version - g.version for g in taken]) if taken else np.zeros(1)
         batch = RolloutBatch.concat([g.batch for g in taken]) if taken else None
         return batch, {"pipeline/staleness_mean": float(staleness.mean()), "pipeline/staleness_max": int(staleness.max()),
@@ -137,7 +167,7 @@ class RolloutStream:
 
     def reset(self, version: int) -> None:
         """Forget everything in flight and buffered (the learner went back to a checkpoint)."""
-        self.calls, self.retry, self.buffer, self.lost = {}, [], [], set()
+        self.calls, self.retry, self.buffer, self.lost = {}, [], GroupBuffer(), set()
         self.version, self.training = version, False
 
     def close(self) -> None:
@@ -148,7 +178,7 @@ class RolloutStream:
         """Where a resumed run should take prompts from: the first prompt not yet trained on
         (groups in flight or buffered are generated again)."""
         held = [c.chunk.position for c in self.calls.values()] + [c.position for c in self.retry]
-        held += [g.position for g in self.buffer]
+        held += self.buffer.positions()
         return min([self.sampler.position, *held])
 
     def step_stats(self, step_s: float) -> dict:
@@ -161,6 +191,7 @@ class RolloutStream:
             out |= {"dynamic_sampling/dropped": self.counts["dropped_uninformative"],
                     "dynamic_sampling/informative_frac": 1 - self.counts["dropped_uninformative"] / scored}
         self.busy_s[:] = 0
+        self.trace = []
         self.counts = dict.fromkeys(self.counts, 0)
         return out
 
@@ -204,6 +235,7 @@ class RolloutStream:
         if outstanding == 0:  # an idle actor's clock starts now
             self.last_progress[(call.kind, call.actor)] = time.monotonic()
         self.calls[ref] = call
+        self.trace.append((time.monotonic(), "issue", call.kind, self._name(call.kind, call.actor), len(call.chunk.prompts)))
 
     def _outstanding(self, kind: str, n: int) -> list[int]:
         counts = [0] * n
@@ -249,6 +281,7 @@ class RolloutStream:
     def _finish(self, ref: ray.ObjectRef, call: Call) -> None:
         self.last_progress[(call.kind, call.actor)] = time.monotonic()
         name = self._name(call.kind, call.actor)
+        self.trace.append((time.monotonic(), "done", call.kind, name, len(call.chunk.prompts)))
         try:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as err:  # the actor died: do the chunk again elsewhere
@@ -272,7 +305,9 @@ class RolloutStream:
 
     def _start_scoring(self, chunk: Chunk) -> None:
         per_replica = self._outstanding("score", len(self.actors.reward.handles))
-        replica = int(np.argmin(per_replica))
+        # the fewest outstanding calls, then the fewest calls so far: replicas take turns
+        replica = min(range(len(per_replica)), key=lambda i: (per_replica[i], self.score_calls[i]))
+        self.score_calls[replica] += 1
         self._issue(self.actors.reward.start_score(replica, chunk.batch), Call("score", replica, chunk),
                     per_replica[replica])
 
@@ -311,11 +346,4 @@ class RolloutStream:
             if not keep[rows[0]]:
                 self.counts["dropped_uninformative"] += 1
                 continue
-            self.buffer.append(Group(chunk.version, chunk.position + i, batch.take(rows)))
-
-    def _drop_stale(self) -> None:
-        oldest = self.version - self.max_staleness
-        stale = [g for g in self.buffer if g.version < oldest]
-        if stale:
-            self.counts["dropped_stale"] += len(stale)
-            self.buffer = [g for g in self.buffer if g.version >= oldest]
+            self.buffer.add(Group(chunk.version, chunk.position + i, batch.take(rows)))
