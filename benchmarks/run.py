@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run; results merged into runs/bench/results.json.
 
-    .venv/bin/python -m benchmarks.run [--only weight_sync|reward]
+    .venv/bin/python -m benchmarks.run [--only weight_sync|reward|pipeline]
 """
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"reward": "benchmarks.reward_throughput", "weight_sync": "benchmarks.weight_sync"}
+BENCHMARKS = {"reward": "benchmarks.reward_throughput", "weight_sync": "benchmarks.weight_sync",
+              "pipeline": "benchmarks.pipeline"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -105,6 +105,9 @@ def sampling_settings(cfg: RunConfig, position: int) -> SamplingSettings:
 
 
 class RolloutStream:
+    """The stream of the module docstring, driven by the driver's loop: `next_batch`,
+    `while_training`, `synced`, and `fill` to start the next generation early."""
+
     def __init__(self, actors: Actors, sampler: PromptSampler, cfg: RunConfig, version: int):
         self.actors, self.sampler, self.cfg = actors, sampler, cfg
         r = cfg.rollout

@@ -68,9 +68,10 @@ class LossConfig(Section):
     overlong_penalty: float = Field(1.0, ge=0)
     """DAPO soft overlong penalty at the limit (subtracted from the reward)."""
     dynamic_sampling: bool = False
-    """DAPO: drop groups whose rewards are all equal and refill from new prompts."""
+    """DAPO: groups whose rewards are all equal are dropped as they arrive from the rollout stream, and new
+    prompts take their place."""
     dynamic_sampling_max_rounds: int = Field(3, ge=1)
-    """At most this many extra generation rounds to refill dropped groups."""
+    """A step draws at most (1 + this) batches' worth of groups; then it trains on the informative ones it has."""
     is_correction: Literal["none", "truncated"] = "truncated"
     """Importance-sampling correction for the vLLM-vs-learner log-prob gap."""
     is_cap: float = Field(2.0, ge=1)
