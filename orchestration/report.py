@@ -31,7 +31,7 @@ class Panel:
 
 PANELS = [
     Panel("reward", "Combined reward (sampled responses)", r"reward/(mean|std)$"),
-    Panel("reward_labels", "Reward labels (mean score)", r"reward/(?!mean$|std$)[^/]+$", "score"),
+    Panel("reward_labels", "Reward labels (mean score)", r"reward/(?!mean$|std$|restarts$)[^/]+$", "score"),
     Panel("kl_clip", "KL to the reference and clip fraction", r"(kl|clip_frac)$"),
     Panel("loss", "Loss", r"loss$"),
     Panel("length", "Response length (tokens)", r"response_len/(mean|max)$", "tokens"),
@@ -39,7 +39,10 @@ PANELS = [
     Panel("refusals", "Refusal rate of the rollouts, per prompt tag", r"rollout/refusal_rate(/.*)?$", "share"),
     Panel("held_out", "In-training evaluation: refusal rate on held-out prompts", r"eval/.*", "share"),
     Panel("written", "Written refusals: reward margin over their group", r"written/margin(/.*)?$", "reward"),
-    Panel("staleness", "Staleness (policy versions) and dropped groups", r"(staleness|pipeline)/.*"),
+    Panel("staleness", "Staleness (policy versions) and dropped groups",
+          r"pipeline/(staleness_mean|staleness_max|dropped_stale|buffer_groups)$"),
+    Panel("idle", "Share of the step the learner waited for data, and the workers had none to generate",
+          r"pipeline/(learner|rollout)_idle$", "share"),
     Panel("time", "Time per phase (s)", r"time/(?!step$)[a-z_]+$", "seconds"),
 ]
 

@@ -204,7 +204,8 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
                         refs = actors.learner.start_train(batch)
                         stream.while_training(refs)
                         train = actors.learner.finish_train(refs)
-                    with timed(times, "sync"):  # each worker first finishes the chunks queued before it
+                    with timed(times, "sync"):
+                        stream.finish_generating()  # each worker first finishes the chunks queued on it
                         version += 1
                         sync = actors.rollout.sync(version)
                         stream.synced(version)

@@ -75,19 +75,25 @@ def wait_for(driver: subprocess.Popen, path: Path, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
-def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, tmp_path, quick_reward_model):
-    overrides = tiny_run_overrides(tmp_path, quick_reward_model, steps=200) + ["checkpoint.every=0", "run_name=stopped"]
-    driver, run_dir = start_driver(tmp_path, overrides), tmp_path / "stopped"
+def sigterm_when(driver: subprocess.Popen, path: Path, poll_s: float = 1.0) -> tuple[str, list[psutil.Process]]:
+    """SIGTERM the driver once it has written `path`; its output, and the processes it had started."""
     try:
-        wait_for(driver, run_dir / "rollouts" / "step-000001.parquet")
+        wait_for(driver, path, poll_s)
         children = psutil.Process(driver.pid).children(recursive=True)  # Ray's processes and the actors
-        assert children
         driver.send_signal(signal.SIGTERM)
         out, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 128 + signal.SIGTERM, out[-3000:]
+    return out, children
+
+
+def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, tmp_path, quick_reward_model):
+    overrides = tiny_run_overrides(tmp_path, quick_reward_model, steps=200) + ["checkpoint.every=0", "run_name=stopped"]
+    driver, run_dir = start_driver(tmp_path, overrides), tmp_path / "stopped"
+    out, children = sigterm_when(driver, run_dir / "rollouts" / "step-000001.parquet")
+    assert children
     assert "stopped by SIGTERM after step" in out and f"--config {run_dir / 'config.yaml'}" in out
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert 1 <= latest["step"] < 200 and latest["step"] == max(metrics(run_dir))
@@ -106,15 +112,8 @@ def test_sigterm_abandons_a_step_that_cannot_finish_in_the_grace_period(ray_loca
     overrides = tiny_run_overrides(tmp_path, quick_reward_model, steps=200) + [
         "checkpoint.every=0", "run_name=abandoned", "checkpoint.stop_grace_s=0", "rollout.max_new_tokens=256"]
     driver, run_dir = start_driver(tmp_path, overrides), tmp_path / "abandoned"
-    try:
-        # step 2 done (its rollouts are its last output): step 3's generation is in flight
-        wait_for(driver, run_dir / "rollouts" / "step-000002.parquet", poll_s=0.02)
-        driver.send_signal(signal.SIGTERM)
-        out, _ = driver.communicate(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert driver.returncode == 128 + signal.SIGTERM, out[-3000:]
+    # step 2 done (its rollouts are its last output): step 3's generation is in flight
+    out, _ = sigterm_when(driver, run_dir / "rollouts" / "step-000002.parquet", poll_s=0.02)
     assert "stopped by SIGTERM during step 3, which could not finish in the grace period; step 2 is checkpointed" in out
     assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step"] == 2
     assert max(metrics(run_dir)) == 2 and not (run_dir / "rollouts" / "step-000003.parquet").exists()
