@@ -226,6 +226,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         except ActorFailedError as err:
             to = restart_learner(actors, cfg, err, learner_restarts)
             learner_restarts += 1
+            stream.finish_generating()  # the workers' queues drain before the rewind's weight sync
             step = rewind(to, sync_workers=True)
             finished, saved_step = (step - 1, sampler.position, capture_rng()), step - 1
             stream.reset(version)
