@@ -45,9 +45,10 @@ def worker_env(omp_threads: int, extra: dict[str, str] | None = None, heap_mallo
     }
     if not has_gpu():
         env["DS_ACCELERATOR"] = "cpu"
-        # Idle OpenMP threads sleep instead of spinning: with rollout.max_staleness > 0 the learner and
-        # vLLM share the cores, and spinning threads made a step 1.5x slower (make bench, pipeline).
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        # Idle OpenMP threads sleep instead of spinning (unless the driver's environment says otherwise):
+        # with rollout.max_staleness > 0 the learner and vLLM share the cores, and spinning threads made
+        # a step 1.5x slower (make bench, pipeline); a synchronous step is within run-to-run noise.
+        env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
         env.update(CPU_MALLOC_ENV if heap_malloc else GLIBC_MALLOC_ENV)
     env.update(extra or {})
     return env
