@@ -149,7 +149,8 @@ class RolloutStream:
         taken = self.buffer.take(usable)
         staleness = np.array([version - g.version for g in taken]) if taken else np.zeros(1)
         batch = RolloutBatch.concat([g.batch for g in taken]) if taken else None
-        return batch, {"pipeline/staleness_mean": float(staleness.mean()), "pipeline/staleness_max": int(staleness.max()),
+        return batch, {"pipeline/staleness_mean": float(staleness.mean()),
+                       "pipeline/staleness_max": int(staleness.max()),
                        "pipeline/buffer_groups": len(self.buffer), "pipeline/groups": usable}
 
     def while_training(self, train_refs: dict[str, ray.ObjectRef]) -> None:
@@ -250,7 +251,8 @@ class RolloutStream:
         if outstanding == 0:  # an idle actor's clock starts now
             self.last_progress[(call.kind, call.actor)] = time.monotonic()
         self.calls[ref] = call
-        self.trace.append((time.monotonic(), "issue", call.kind, self._name(call.kind, call.actor), len(call.chunk.prompts)))
+        name = self._name(call.kind, call.actor)
+        self.trace.append((time.monotonic(), "issue", call.kind, name, len(call.chunk.prompts)))
 
     def _outstanding(self, kind: str, n: int) -> list[int]:
         counts = [0] * n

@@ -63,7 +63,8 @@ class StopOnSignal:
 
     def _abandon(self, left_s: float) -> None:
         self.abandoned = True
-        log.warning("abandoning this step: it needs ~%.0fs more, over checkpoint.stop_grace_s=%gs", left_s, self.grace_s)
+        log.warning("abandoning this step: it needs ~%.0fs more, over checkpoint.stop_grace_s=%gs", left_s,
+                    self.grace_s)
         raise KeyboardInterrupt("step abandoned")
 
     def _handle(self, signum, frame) -> None:

@@ -11,11 +11,11 @@
 4. Each step: take a batch of scored groups from the rollout stream (pipeline.py: workers
    generate chunks, each scored as soon as it is done) -> train -> broadcast weights -> log ->
    checkpoint (every `checkpoint.every` steps and the last). With `rollout.max_staleness` k > 0
-   the workers go on generating, up to k steps ahead, while the learner trains. SIGTERM or Ctrl-C: the current step finishes, is
-   checkpointed, the actors (and a Ray instance the run started) stop, and the command that
-   resumes is printed; a step still generating or scoring that would not end within
-   `checkpoint.stop_grace_s` is abandoned and the step before it checkpointed; a second
-   signal stops at once.
+   the workers go on generating, up to k steps ahead, while the learner trains.
+   SIGTERM or Ctrl-C: the current step finishes, is checkpointed, the actors (and a Ray
+   instance the run started) stop, and the command that resumes is printed; a step still
+   generating or scoring that would not end within `checkpoint.stop_grace_s` is abandoned
+   and the step before it checkpointed; a second signal stops at once.
 5. Save the final policy as a Hugging Face folder in `<run>/final/`.
 """
 
@@ -110,8 +110,8 @@ def run(cfg: RunConfig) -> Path:
                            object_store_memory_gib=cfg.cluster.object_store_memory_gib,
                            runtime_env={"env_vars": worker_env(1)})
     stop = StopOnSignal(cfg.checkpoint.stop_grace_s)
-    logger = MetricsLogger(run_dir, cfg.logging.tensorboard,
-                           open_trackers(cfg.logging, run_dir, cfg.run_name, cfg.model_dump(mode="json"), resume is not None))
+    trackers = open_trackers(cfg.logging, run_dir, cfg.run_name, cfg.model_dump(mode="json"), resume is not None)
+    logger = MetricsLogger(run_dir, cfg.logging.tensorboard, trackers)
     status = "FAILED"
     try:
         if cfg.cluster.check_resources:
@@ -172,7 +172,8 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         actors.learner.call("save_checkpoint", ckpt_dir, tag)
         if cfg.checkpoint.save_hf:
             actors.learner.call("save_pretrained", str(checkpoint.checkpoint_dir(run_dir) / tag / "hf"))
-        checkpoint.commit(run_dir, checkpoint.DriverState(step, version, prompt_position, tag, rng), cfg.checkpoint.keep)
+        state = checkpoint.DriverState(step, version, prompt_position, tag, rng)
+        checkpoint.commit(run_dir, state, cfg.checkpoint.keep)
 
     # 4. the loop. Calls on the rollout group survive workers that die (they are replaced,
     # brought to the current policy, and the call runs again); a learner rank that dies is

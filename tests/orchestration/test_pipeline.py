@@ -59,8 +59,8 @@ def _stream(cfg, workers, reward_model, tokenizer_path):
 
     rollout = RolloutGroup(workers, [f"rollout-{i}" for i in range(len(workers))], 1, timeouts=cfg.timeouts)
     reward = RewardGroup([start_actor("reward", cfg, reward_model)], ["reward-0"], timeouts=cfg.timeouts)
-    gather({**{n: h.ready.remote() for n, h in zip(rollout.names, workers)}, "reward-0": reward.handles[0].labels.remote()},
-           "start", 300)
+    gather({**{n: h.ready.remote() for n, h in zip(rollout.names, workers)},
+            "reward-0": reward.handles[0].labels.remote()}, "start", 300)
     prompts, _ = load_prompts(cfg.data, AutoTokenizer.from_pretrained(tokenizer_path), cfg.seed)
     actors = SimpleNamespace(rollout=rollout, reward=reward)
     return RolloutStream(actors, PromptSampler(prompts, cfg.seed), cfg, version=0)
