@@ -22,7 +22,6 @@ each round a fresh run, and the medians pool the rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import merge_results, print_table
+from orchestration import report
 
 ARMS = {"sync": 0, "async1": 1, "async2": 2}
 OUT = Path("runs/bench/pipeline")
 
 
 def read_metrics(name: str) -> list[dict]:
-    lines = (OUT / name / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["step"] >= 1]
+    """The arm's training steps (not the held-out evaluation's step 0)."""
+    return [r for r in report.read_metrics(OUT / name) if r["step"] >= 1]
 
 
 def run_arm(name: str, k: int, steps: int, extra: list[str]) -> list[dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -45,31 +44,25 @@ def gather(named_refs: dict[str, ray.ObjectRef], what: str, timeout_s: float | N
         try:
             results[name] = ray.get(ref)
         except ray.exceptions.ActorDiedError as err:
-            raise ActorFailedError(f"{what}: actor {name} died ({_first_line(err)})", list(pending)) from err
+            raise ActorFailedError(f"{what}: actor {name} died ({first_line(err)})", list(pending)) from err
         except ray.exceptions.RayActorError as err:
-            raise ActorFailedError(f"{what}: actor {name} is unavailable ({_first_line(err)})", list(pending)) from err
+            raise ActorFailedError(f"{what}: actor {name} is unavailable ({first_line(err)})", list(pending)) from err
         except ray.exceptions.RayTaskError as err:
-            cause = err.as_instanceof_cause() if hasattr(err, "as_instanceof_cause") else err
-            raise ActorFailedError(f"{what}: {name} failed: {type(err.cause).__name__}: {err.cause}",
-                                   list(pending)) from cause
+            raise task_failed(what, name, err, list(pending))
     return {name: results[name] for name in named_refs}
 
 
-def _first_line(err: Exception) -> str:
+def task_failed(what: str, name: str, err: ray.exceptions.RayTaskError,
+                pending: list | None = None) -> ActorFailedError:
+    """The error for a call that raised inside actor `name` (its cause attached)."""
+    failure = ActorFailedError(f"{what}: {name} failed: {type(err.cause).__name__}: {err.cause}", pending)
+    failure.__cause__ = err.as_instanceof_cause() if hasattr(err, "as_instanceof_cause") else err
+    return failure
+
+
+def first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-@dataclass
-class Generation:
-    """Generation in flight on the rollout workers: the calls, and what they were asked
-    (to ask again if a worker dies before answering)."""
-
-    refs: dict[str, ray.ObjectRef]
-    prompts: list[Prompt]
-    sampling: SamplingSettings
-    first_group_id: int
-    version: int | None
 
 
 class RolloutGroup:
@@ -100,31 +93,25 @@ class RolloutGroup:
         self.wire_dtype = ""
 
     # ------------------------------------------------------------------ generation
-    def start_generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
-                       version: int | None = None) -> Generation:
-        chunks = np.array_split(np.arange(len(prompts)), len(self.handles))
-        refs = {
-            name: handle.generate.remote([prompts[i] for i in chunk], sampling, first_group_id + int(chunk[0]), version)
-            for name, handle, chunk in zip(self.names, self.handles, chunks)
-            if len(chunk)
-        }
-        return Generation(refs, prompts, sampling, first_group_id, version)
+    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
+                 version: int | None = None) -> RolloutBatch:
+        """Split `prompts` over the workers in contiguous chunks and put the answers back in
+        order (generated again if a worker died). The in-training evaluation uses this; a
+        run's rollouts come from the stream (pipeline.py), one `start_chunk` at a time."""
+
+        def attempt() -> RolloutBatch:
+            chunks = np.array_split(np.arange(len(prompts)), len(self.handles))
+            refs = {name: self.start_chunk(i, [prompts[j] for j in chunk], sampling, first_group_id + int(chunk[0]),
+                                           version)
+                    for i, (name, chunk) in enumerate(zip(self.names, chunks)) if len(chunk)}
+            return RolloutBatch.concat(list(gather(refs, "generate", self.timeouts.generate_s).values()))
+
+        return self._survive(attempt, version, redo=lambda: self.generate(prompts, sampling, first_group_id, version))
 
     def start_chunk(self, worker: int, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int,
                     version: int | None) -> ray.ObjectRef:
         """One generate call on worker `worker` (the rollout stream's unit of work)."""
         return self.handles[worker].generate.remote(prompts, sampling, first_group_id, version)
-
-    def finish_generate(self, generation: Generation) -> RolloutBatch:
-        """The batch of a generation started earlier (generated again if a worker died)."""
-        g = generation
-        return self._survive(
-            lambda: RolloutBatch.concat(list(gather(g.refs, "generate", self.timeouts.generate_s).values())),
-            g.version, redo=lambda: self.generate(g.prompts, g.sampling, g.first_group_id, g.version))
-
-    def generate(self, prompts: list[Prompt], sampling: SamplingSettings, first_group_id: int = 0,
-                 version: int | None = None) -> RolloutBatch:
-        return self.finish_generate(self.start_generate(prompts, sampling, first_group_id, version))
 
     # ------------------------------------------------------------------ weight sync
     def connect(self, learner: LearnerGroup, sync: WeightSyncConfig, wire_dtype: str) -> SyncEndpoint:
@@ -246,9 +233,6 @@ class LearnerGroup:
         """The ranks' training statistics, averaged."""
         per_rank = list(gather(refs, "train_step", self.timeouts.train_s).values())
         return {k: float(np.mean([m[k] for m in per_rank])) for k in per_rank[0]}
-
-    def train(self, batch: RolloutBatch) -> dict[str, float]:
-        return self.finish_train(self.start_train(batch))
 
     def send_weights(self, version: int) -> dict:
         return {n: h.send_weights.remote(version) for n, h in zip(self.names, self.handles)}

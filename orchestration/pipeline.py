@@ -33,7 +33,7 @@ from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
 from mogrpo.prompts import PromptSampler
 from orchestration.actors import Actors
-from orchestration.groups import ActorFailedError
+from orchestration.groups import ActorFailedError, first_line, task_failed
 
 log = logging.getLogger("mogrpo")
 
@@ -304,14 +304,14 @@ class RolloutStream:
         except ray.exceptions.RayActorError as err:  # the actor died: do the chunk again elsewhere
             if call.kind == "generate":
                 log.warning("%s died while generating (%s); its chunks will be generated again", name,
-                            str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+                            first_line(err))
                 self.lost.add(call.actor)
                 self.retry.append(call.chunk)
             else:
                 self._replace_reward(call, err)
             return
         except ray.exceptions.RayTaskError as err:
-            raise ActorFailedError(f"{call.kind}: {name} failed: {type(err.cause).__name__}: {err.cause}") from err
+            raise task_failed(call.kind, name, err)
         if call.kind == "generate":
             result.check_groups(self.cfg.rollout.group_size)
             call.chunk.batch = result

@@ -233,7 +233,8 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
             stream.reset(version)
             continue
 
-        metrics = {"policy_version": version, **(step_metrics(batch, train, labels, prompt_tags) if batch else train),
+        rollout = step_metrics(batch, train, labels, prompt_tags) if batch is not None else train
+        metrics = {"policy_version": version, **rollout,
                    **pipeline, **stream.step_stats(times["step"]),
                    "pipeline/learner_idle": times["generate"] / times["step"], **sync, **held_out,
                    "rollout/restarts": actors.rollout.restarts, "reward/restarts": actors.reward.restarts,
