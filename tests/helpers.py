@@ -1,5 +1,7 @@
 """Helpers that several test modules share (tests import this module, never each other)."""
 
+import contextlib
+
 import torch
 
 from mogrpo.batch import Prompt, SamplingSettings
@@ -65,3 +67,53 @@ def wandb_history(run_dir) -> list[dict]:
                                  for item in parsed.history.item})
                 record = b""
     return rows
+
+
+def run_metrics(run_dir) -> dict[int, dict]:
+    """A run's metrics.jsonl, by step."""
+    import json
+    from pathlib import Path
+
+    return {r["step"]: r for r in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines())}
+
+
+def actor_processes(class_name: str, since: float = 0.0) -> list:
+    """Processes of Ray actors of `class_name` (`ray::<class>` in the command line) started at
+    or after `since` (a time.time())."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time"]):
+        try:
+            if p.info["create_time"] >= since and any(class_name in part for part in p.info["cmdline"] or []):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+@contextlib.contextmanager
+def killing_after_step(run_dir, step: int, processes):
+    """While the block runs, a thread waits until the run has logged `step` and then kills
+    `processes()` (psutil processes); yields the list of the pids it killed."""
+    import threading
+    import time
+    from pathlib import Path
+
+    killed: list[int] = []
+
+    def watch():
+        deadline = time.time() + 600
+        while time.time() < deadline and not killed:
+            if (Path(run_dir) / "metrics.jsonl").is_file() and step in run_metrics(run_dir):
+                for p in processes():
+                    killed.append(p.pid)
+                    p.kill()
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        watcher.join(timeout=5)

@@ -2,13 +2,10 @@
 balancing towards a faster worker, scoring that starts before the last chunk is generated, a
 stuck worker that becomes an error naming it, and a reward replica killed mid-run."""
 
-import json
-import threading
 import time
 from collections import Counter
 from types import SimpleNamespace
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,7 +18,7 @@ from orchestration.groups import ActorFailedError, RewardGroup, RolloutGroup, ga
 from orchestration.pipeline import Group, GroupBuffer, RolloutStream
 from orchestration.train import run
 from rollout.worker import RolloutWorker
-from tests.helpers import TINY, tiny_run_overrides
+from tests.helpers import TINY, actor_processes, killing_after_step, run_metrics, tiny_run_overrides
 
 
 def test_buffer_drops_old_groups_and_serves_the_oldest_first():
@@ -32,10 +29,6 @@ def test_buffer_drops_old_groups_and_serves_the_oldest_first():
     assert [g.position for g in buffer.take(2)] == [20, 30] and buffer.positions() == [31]
 
 
-def metrics(run_dir):
-    return {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2])
 def test_staleness_is_bounded_on_a_real_run(ray_local, tmp_path, quick_reward_model, k):
@@ -43,7 +36,7 @@ def test_staleness_is_bounded_on_a_real_run(ray_local, tmp_path, quick_reward_mo
         f"rollout.max_staleness={k}", "rollout.chunk_groups=1", "checkpoint.every=0"])
     run(cfg)
     run_dir = tmp_path / "e2e"
-    records = metrics(run_dir)
+    records = run_metrics(run_dir)
     assert sorted(records) == [1, 2, 3, 4] and records[4]["policy_version"] == 4
     staleness = [pq.read_table(run_dir / "rollouts" / f"step-{s:06d}.parquet").column("staleness").to_pylist()
                  for s in range(1, 5)]
@@ -111,23 +104,9 @@ def test_a_killed_reward_replica_is_replaced_and_the_run_finishes(ray_local, tmp
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=4) + [
         "run_name=reward-comeback", "checkpoint.every=0", "reward.num_replicas=2", "reward.max_restarts=1",
         "rollout.chunk_groups=1"])
-    run_dir, started, killed = tmp_path / "reward-comeback", time.time(), []
-
-    def kill_a_replica_after_step_2():
-        deadline = time.time() + 600
-        while time.time() < deadline and not killed:
-            if (run_dir / "metrics.jsonl").is_file() and 2 in metrics(run_dir):
-                for p in psutil.process_iter(["cmdline", "create_time"]):
-                    if p.info["create_time"] >= started and any("RewardActor" in c for c in p.info["cmdline"] or []):
-                        killed.append(p.pid)
-                        p.kill()
-                        break
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=kill_a_replica_after_step_2, daemon=True)
-    watcher.start()
-    run(cfg)
-    watcher.join(timeout=5)
+    run_dir, started = tmp_path / "reward-comeback", time.time()
+    with killing_after_step(run_dir, 2, lambda: actor_processes("RewardActor", since=started)[:1]) as killed:
+        run(cfg)
     assert killed, "no reward replica of the run was found"
-    records = metrics(run_dir)
+    records = run_metrics(run_dir)
     assert sorted(records) == [1, 2, 3, 4] and records[4]["reward/restarts"] == 1

@@ -18,14 +18,10 @@ from safetensors.torch import load_file
 
 from mogrpo.config import load_config
 from orchestration.train import run
-from tests.helpers import tiny_run_overrides
+from tests.helpers import actor_processes, killing_after_step, run_metrics, tiny_run_overrides
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-def metrics(run_dir: Path) -> dict[int, dict]:
-    return {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
 
 
 def rollouts(run_dir: Path, step: int) -> list[dict]:
@@ -44,7 +40,7 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(ray_local, tmp_pat
     assert set(latest["rng"]) == {"python", "numpy", "torch"}
     run(config("parts", 4, "checkpoint.save_hf=true"))
 
-    whole, parts = metrics(tmp_path / "whole"), metrics(tmp_path / "parts")
+    whole, parts = run_metrics(tmp_path / "whole"), run_metrics(tmp_path / "parts")
     assert sorted(whole) == sorted(parts) == [1, 2, 3, 4]
     for step in (1, 2, 3, 4):
         a, b = rollouts(tmp_path / "whole", step), rollouts(tmp_path / "parts", step)
@@ -96,7 +92,7 @@ def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, 
     assert children
     assert "stopped by SIGTERM after step" in out and f"--config {run_dir / 'config.yaml'}" in out
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert 1 <= latest["step"] < 200 and latest["step"] == max(metrics(run_dir))
+    assert 1 <= latest["step"] < 200 and latest["step"] == max(run_metrics(run_dir))
     assert not (run_dir / "final").exists()
     gone, alive = psutil.wait_procs(children, timeout=60)
     assert not alive, [p.info if hasattr(p, "info") else p for p in alive]
@@ -104,7 +100,7 @@ def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, 
     # the printed command resumes (here one step further than the stop)
     stopped_at = latest["step"]
     run(load_config(run_dir / "config.yaml", [f"steps={stopped_at + 1}"]))
-    assert sorted(metrics(run_dir)) == list(range(1, stopped_at + 2))
+    assert sorted(run_metrics(run_dir)) == list(range(1, stopped_at + 2))
 
 
 def test_sigterm_abandons_a_step_that_cannot_finish_in_the_grace_period(ray_local, tmp_path, quick_reward_model):
@@ -116,47 +112,20 @@ def test_sigterm_abandons_a_step_that_cannot_finish_in_the_grace_period(ray_loca
     out, _ = sigterm_when(driver, run_dir / "rollouts" / "step-000002.parquet", poll_s=0.02)
     assert "stopped by SIGTERM during step 3, which could not finish in the grace period; step 2 is checkpointed" in out
     assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["step"] == 2
-    assert max(metrics(run_dir)) == 2 and not (run_dir / "rollouts" / "step-000003.parquet").exists()
+    assert max(run_metrics(run_dir)) == 2 and not (run_dir / "rollouts" / "step-000003.parquet").exists()
     run(load_config(run_dir / "config.yaml", ["steps=3"]))
-    assert sorted(metrics(run_dir)) == [1, 2, 3]
-
-
-def _learner_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any("LearnerWorker" in part for part in p.info["cmdline"] or []):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
+    assert sorted(run_metrics(run_dir)) == [1, 2, 3]
 
 
 def test_a_killed_learner_comes_back_from_the_checkpoint(ray_local, tmp_path, quick_reward_model):
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=4) + [
         "run_name=comeback", "checkpoint.every=2", "learner.max_restarts=1"])
     run_dir = tmp_path / "comeback"
-    killed: list[int] = []
-
-    def kill_after_step_3():
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if (run_dir / "metrics.jsonl").is_file() and 3 in metrics(run_dir):
-                for p in _learner_processes():
-                    killed.append(p.pid)
-                    p.kill()
-                return
-            time.sleep(0.2)
-
-    import threading
-
-    watcher = threading.Thread(target=kill_after_step_3, daemon=True)
-    watcher.start()
-    final = run(cfg)
-    watcher.join(timeout=5)
+    with killing_after_step(run_dir, 3, lambda: actor_processes("LearnerWorker")) as killed:
+        final = run(cfg)
     assert killed, "the learner process was not found"
-    records = metrics(run_dir)
+    records = run_metrics(run_dir)
     assert sorted(records) == [1, 2, 3, 4]  # steps 3 (and 4) redone from the step-2 checkpoint
     assert records[4]["learner/restarts"] == 1 and records[4]["policy_version"] == 4
     assert (final / "model.safetensors").is_file()
-    assert not any(p.pid in killed for p in _learner_processes())
+    assert not any(p.pid in killed for p in actor_processes("LearnerWorker"))
