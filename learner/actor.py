@@ -46,6 +46,27 @@ def single_thread():
         torch.set_num_threads(threads)
 
 
+class PhaseClock:
+    """Seconds per named phase of a step, summed over its uses (on CUDA, the device is
+    synchronised at each edge so the time lands in the phase that queued the work)."""
+
+    def __init__(self, device: torch.device | str):
+        self.cuda = torch.device(device).type == "cuda"
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
 class LearnerWorker:
     """One data-parallel rank of the learner: its `learner` section, plus the group size,
     response length and temperature of the rollouts it trains on, from the run config."""
@@ -99,6 +120,7 @@ class LearnerWorker:
         """
         cfg, loss_cfg = self.cfg, self.cfg.loss
         t0 = time.perf_counter()
+        clock = PhaseClock(self.engine.device)
         # 1. tensors; a written response's "sampler" is taken to be the current policy
         data = to_tensors(batch).to(self.engine.device)
         if data.written.any():
@@ -106,7 +128,9 @@ class LearnerWorker:
             part = data.rows(written)
             data.behaviour_logp[written, : part.mask.shape[1]] = self._logprobs_no_grad(part, reference=False) * part.mask
         # 2. reference
-        ref_logp = self._logprobs_no_grad(data, reference=True) if loss_cfg.kl_coef > 0 else None  # [B, T]
+        with clock("ref"):
+            ref_logp = (self._logprobs_no_grad(data, reference=True)
+                        if loss_cfg.kl_coef > 0 else None)  # [B, T]
         # 3. rewards -> advantages
         rewards = data.rewards.clone()  # [B]
         if loss_cfg.overlong_buffer_tokens:
@@ -132,7 +156,7 @@ class LearnerWorker:
         # 5. updates
         kl_in_loss = ref_logp is not None and loss_cfg.kl_in == "loss"
         lengths = data.response_start + data.response_len  # [B]
-        step_metrics, tokens = [], 0
+        step_metrics, tokens, padded = [], 0, 0
         for _ in range(cfg.epochs):
             for rows in mini_batches(len(data), cfg.mini_batches, self.generator):
                 settings = self._loss_settings(mask[rows])
@@ -142,7 +166,8 @@ class LearnerWorker:
                     part = data.rows(micro)
                     width = part.mask.shape[1]
                     self.engine.set_gradient_accumulation_boundary(k == len(parts) - 1)
-                    logp = self._logprobs(self.engine, part)  # [b, t]
+                    with clock("forward"):
+                        logp = self._logprobs(self.engine, part)  # [b, t]
                     old = logp.detach() if old_logp is None else old_logp[micro, :width]
                     inp = PolicyLossInput(
                         logp=logp,
@@ -153,16 +178,20 @@ class LearnerWorker:
                         is_weights=truncated_is_weights(old, part.behaviour_logp, loss_cfg.is_cap)
                         if loss_cfg.is_correction == "truncated" else None,
                     )
-                    loss, metrics = policy_loss(loss_cfg.variant, inp, settings)
+                    with clock("forward"):
+                        loss, metrics = policy_loss(loss_cfg.variant, inp, settings)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"learner rank {self.rank}: non-finite loss {loss.item()} "
                                                  f"in a micro-batch of prompts {sorted(set(part.group_ids.tolist()))}")
                     # The loss is normalised already: no division by accumulation steps.
-                    self.engine.backward(loss, scale_wrt_gas=False)
+                    with clock("backward"):
+                        self.engine.backward(loss, scale_wrt_gas=False)
                     metrics["logp_gap"] = (inp.old_logp - part.behaviour_logp).abs().mul(inp.mask).sum() / settings.total_tokens
                     micro_metrics.append(metrics)
                     tokens += int(part.attention_mask.sum())
-                self.engine.step()
+                    padded += part.attention_mask.numel()
+                with clock("optimizer"):
+                    self.engine.step()
                 step_metrics.append({**accumulate_metrics(micro_metrics), "grad_norm": float(self.engine.get_global_grad_norm() or 0.0)})
         # 6. metrics (means over mini-batches)
         elapsed = time.perf_counter() - t0
@@ -173,6 +202,10 @@ class LearnerWorker:
             "written/trained_below": float((data.written & trained & (advantages <= 0)).sum()),
             "learner/tokens_per_s": tokens / elapsed,
             "time/learner_prep": t_prep,
+            **{f"time/learner_{name}": seconds for name, seconds in clock.seconds.items()},
+            "tokens/prompt": int(data.response_start.sum()),
+            "tokens/response": int(data.response_len.sum()),
+            "tokens/trained_padded": padded,  # micro-batch rows x width, summed: what forward + backward computed
         })
         if ref_logp is not None and loss_cfg.kl_in == "reward":
             out["kl"] = float((kl_estimate(data.behaviour_logp, ref_logp, loss_cfg.kl_estimator) * data.mask).sum() / data.mask.sum())

@@ -230,9 +230,10 @@ class LearnerGroup:
         return {n: h.train_step.remote(s) for n, h, s in zip(self.names, self.handles, shards)}
 
     def finish_train(self, refs: dict[str, ray.ObjectRef]) -> dict[str, float]:
-        """The ranks' training statistics, averaged."""
+        """The ranks' training statistics: token counts (`tokens/*`) summed, the rest averaged."""
         per_rank = list(gather(refs, "train_step", self.timeouts.train_s).values())
-        return {k: float(np.mean([m[k] for m in per_rank])) for k in per_rank[0]}
+        return {k: float((np.sum if k.startswith("tokens/") else np.mean)([m[k] for m in per_rank]))
+                for k in per_rank[0]}
 
     def send_weights(self, version: int) -> dict:
         return {n: h.send_weights.remote(version) for n, h in zip(self.names, self.handles)}
