@@ -17,6 +17,13 @@ DEFAULT_CHUNK_ROWS = 1024
 """Rows (positions) per chunk: 1024 x 49,152 float32 = 192 MiB of scratch for SmolLM2."""
 
 
+def _scaled(logits: Tensor, dtype: torch.dtype, temperature: float) -> Tensor:
+    """logits upcast to `dtype` and divided by the temperature; at temperature 1 the division,
+    a pass over a vocabulary-sized chunk, is skipped (4% of a SmolLM2 train step on CPU)."""
+    x = logits.to(dtype)
+    return x / temperature if temperature != 1.0 else x
+
+
 class _TokenLogprobs(torch.autograd.Function):
     """log_softmax(logits / T)[n, tokens[n]] for flat rows n, chunked in forward and backward.
 
@@ -34,7 +41,7 @@ class _TokenLogprobs(torch.autograd.Function):
         lse = torch.empty(n, dtype=dtype, device=logits.device)  # [N]
         for start in range(0, n, chunk_rows):
             rows = slice(start, start + chunk_rows)
-            x = logits[rows].to(dtype) / temperature  # [n, V] float32 scratch
+            x = _scaled(logits[rows], dtype, temperature)  # [n, V] float32 scratch
             lse[rows] = torch.logsumexp(x, dim=-1)  # [n]
             out[rows] = x.gather(-1, tokens[rows, None]).squeeze(-1) - lse[rows]  # [n]
         ctx.save_for_backward(logits, tokens, lse)
@@ -48,11 +55,11 @@ class _TokenLogprobs(torch.autograd.Function):
         grad_logits = torch.empty_like(logits)  # [N, V]
         for start in range(0, logits.shape[0], chunk_rows):
             rows = slice(start, start + chunk_rows)
-            x = logits[rows].to(lse.dtype) / temperature  # [n, V]
+            x = _scaled(logits[rows], lse.dtype, temperature)  # [n, V]
             g = grad_out[rows, None].to(lse.dtype)  # [n, 1]
             grad = -torch.exp(x - lse[rows, None]) * g  # [n, V] -softmax * g
             grad.scatter_add_(-1, tokens[rows, None], g)  # [n, V] + onehot * g
-            grad_logits[rows] = grad / temperature
+            grad_logits[rows] = grad / temperature if temperature != 1.0 else grad
         return grad_logits, None, None, None
 
 
