@@ -18,18 +18,24 @@ def has_gpu() -> bool:
 # glibc serves large allocations with fresh mmaps and unmaps them when freed, so every
 # weight sync (vLLM's materialised layers, repacked GEMM weights, the 57 MB embedding)
 # page-faults its memory in again; on a small VM that costs more than the wire itself.
-# Serve everything from the heap and keep up to 1 GiB of freed memory for reuse.
+# `heap_malloc` serves everything from the heap and keeps up to 1 GiB of freed memory.
 # Not for the learner: its activations change shape every micro-batch and fragment such a
-# heap (+1-2 GiB a step at 64 responses a step, until Ray's OOM killer ends the run).
+# heap (+1-2 GiB a step at 64 responses a step, until Ray's OOM killer ends the run). Nor
+# may the learner get any MALLOC_* variable, not even glibc's default value: setting one
+# turns off glibc's adaptive mmap threshold, and every activation is then page-faulted in
+# afresh (a SmolLM2 step took 21.6 s instead of 16.0-19.1 s; README, "One step against ...").
 CPU_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**30)}
-GLIBC_MALLOC_ENV = {"MALLOC_MMAP_MAX_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
-"""glibc's own defaults, set explicitly: an actor's env_vars add to the job's (which hold
-CPU_MALLOC_ENV) rather than replace them."""
 
 
-def worker_env(omp_threads: int, extra: dict[str, str] | None = None, heap_malloc: bool = True) -> dict[str, str]:
-    """Environment variables for an actor process (Ray runtime_env `env_vars`); on CPU,
-    `heap_malloc` serves memory from a heap that keeps what is freed (`CPU_MALLOC_ENV`)."""
+def worker_env(omp_threads: int, extra: dict[str, str] | None = None, *, heap_malloc: bool = False,
+               passive_omp: bool = False) -> dict[str, str]:
+    """Environment variables for an actor process (Ray runtime_env `env_vars`, which add to
+    the job's: so the job's own should be `worker_env(n)` with neither option). On CPU,
+    `heap_malloc` serves memory from a heap that keeps what is freed (`CPU_MALLOC_ENV`), and
+    `passive_omp` makes idle OpenMP threads sleep rather than spin: right where actors share
+    the cores at once (rollout.max_staleness > 0: spinning made a step 1.5x slower), not
+    needed in a synchronous run, where the learner has the cores to itself. The driver's own
+    OMP_WAIT_POLICY, if set, wins."""
     env = {
         "OMP_NUM_THREADS": str(omp_threads),
         "MKL_NUM_THREADS": str(omp_threads),
@@ -45,11 +51,10 @@ def worker_env(omp_threads: int, extra: dict[str, str] | None = None, heap_mallo
     }
     if not has_gpu():
         env["DS_ACCELERATOR"] = "cpu"
-        # Idle OpenMP threads sleep instead of spinning (unless the driver's environment says otherwise):
-        # with rollout.max_staleness > 0 the learner and vLLM share the cores, and spinning threads made
-        # a step 1.5x slower (make bench, pipeline); a synchronous step is within run-to-run noise.
-        env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-        env.update(CPU_MALLOC_ENV if heap_malloc else GLIBC_MALLOC_ENV)
+        if "OMP_WAIT_POLICY" in os.environ or passive_omp:
+            env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+        if heap_malloc:
+            env.update(CPU_MALLOC_ENV)
     env.update(extra or {})
     return env
 

@@ -74,15 +74,17 @@ def start_actor(role: Literal["learner", "rollout", "reward"], cfg: RunConfig, m
     from learner.actor import LearnerWorker
     from rollout.worker import RolloutWorker
 
+    overlap = cfg.rollout.max_staleness > 0  # actors run at once: idle threads must not spin
     if role == "learner":
         cls, section, args = LearnerWorker, cfg.learner, (str(model_path), cfg)
-        env = worker_env(section.omp_threads, heap_malloc=False)
+        env = worker_env(section.omp_threads, passive_omp=overlap)
     elif role == "rollout":
         cls, section, args = RolloutWorker, cfg.rollout, (str(model_path), cfg)
-        env = worker_env(section.omp_threads, {"VLLM_CPU_KVCACHE_SPACE": str(section.cpu_kv_cache_gib)})
+        env = worker_env(section.omp_threads, heap_malloc=True, passive_omp=overlap)
     else:
         cls, section, args = RewardActor, cfg.reward, (str(model_path), cfg.reward)
-        env = worker_env(section.omp_threads)
+        env = worker_env(section.omp_threads, heap_malloc=True, passive_omp=overlap)
+    env.update(section.env_vars)
     options = {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus, "runtime_env": {"env_vars": env},
                "max_restarts": 0, **(placement or {})}
     return ray.remote(actor_class or cls).options(**options).remote(*args, **kwargs)

@@ -6,11 +6,15 @@ update: a version's weights are complete before the next `generate` starts."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 from mogrpo.batch import Prompt, RolloutBatch, SamplingSettings
 from mogrpo.config import RunConfig
@@ -31,6 +35,25 @@ def vllm_max_lora_rank(rank: int) -> int:
     if not fits:
         raise ValueError(f"learner.lora.rank: {rank} is above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}")
     return fits[0]
+
+
+def kv_bytes_per_token(model_config: dict, dtype: str) -> int:
+    """Bytes of K and V one token holds across the layers of a Hugging Face decoder config."""
+    heads = model_config["num_attention_heads"]
+    head_dim = model_config.get("head_dim") or model_config["hidden_size"] // heads
+    kv_heads = model_config.get("num_key_value_heads", heads)
+    return 2 * model_config["num_hidden_layers"] * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+
+
+def cpu_kv_cache_bytes(run: RunConfig, model_config: dict, dtype: str) -> int:
+    """A CPU worker's KV cache: `rollout.cpu_kv_cache_gib`, or for `auto` (see its doc) the
+    sequences one worker generates at once, plus a quarter."""
+    r = run.rollout
+    if r.cpu_kv_cache_gib != "auto":
+        return int(r.cpu_kv_cache_gib * 2**30)
+    groups = r.chunk_groups or -(-r.prompts_per_step // r.num_workers)  # one generate call at a time
+    tokens = max(groups * r.group_size * (run.data.max_prompt_tokens + r.max_new_tokens), run.model.max_model_len)
+    return int(1.25 * tokens * kv_bytes_per_token(model_config, dtype))
 
 
 class RolloutWorker:
@@ -56,6 +79,11 @@ class RolloutWorker:
         if lora_adapter is not None:
             lora_args = {"enable_lora": True, "max_lora_rank": vllm_max_lora_rank(lora_adapter["r"]), "max_loras": 1}
             self.adapter_root = Path(tempfile.mkdtemp(prefix=f"mogrpo-{name}-adapters-"))
+        memory_args = {}
+        if not torch.cuda.is_available():
+            config = json.loads((Path(model_path) / "config.json").read_text())
+            memory_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(run, config, self.dtype)
+            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # an inherited one would override the run's setting
         t0 = time.perf_counter()
         self.llm = LLM(
             model=model_path,
@@ -72,6 +100,7 @@ class RolloutWorker:
             weight_transfer_config=WeightTransferConfig(backend="mogrpo"),
             worker_extension_cls="rollout.weight_engine.WorkerExtension",
             **lora_args,
+            **memory_args,
         )
         self.startup_s = time.perf_counter() - t0
 

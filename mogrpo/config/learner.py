@@ -96,6 +96,8 @@ class LearnerConfig(Section):
     nodes that advertise them (`ray start --resources`) can host it, which pins the role to those nodes."""
     omp_threads: int = Field(2, ge=1)
     """Intra-op threads of each learner rank on CPU."""
+    env_vars: dict[str, str] = {}
+    """Extra environment variables of each learner rank process, over mogrpo's own (e.g. NCCL or allocator settings)."""
     max_restarts: int = Field(2, ge=0)
     """A learner rank that dies ends the group: a new one starts from the newest checkpoint (or from the
     start, before the first), the weight-sync group is re-formed and the steps since are redone, at most

@@ -62,6 +62,8 @@ class RewardConfig(Section):
     nodes that advertise them (`ray start --resources`) can host it, which pins the role to those nodes."""
     omp_threads: int = Field(1, ge=1)
     """Intra-op threads of each reward actor on CPU."""
+    env_vars: dict[str, str] = {}
+    """Extra environment variables of each reward actor process, over mogrpo's own (e.g. NCCL or allocator settings)."""
     max_batch_size: int = Field(64, ge=1)
     """Most (prompt, response) pairs scored in one encoder forward."""
     max_wait_ms: float = Field(5.0, ge=0)
