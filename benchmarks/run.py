@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run; results merged into runs/bench/results.json.
 
-    .venv/bin/python -m benchmarks.run [--only weight_sync|reward|rollout|pipeline]
+    .venv/bin/python -m benchmarks.run [--only weight_sync|reward|rollout|pipeline|step]
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import argparse
 import importlib
 
 BENCHMARKS = {"reward": "benchmarks.reward_throughput", "weight_sync": "benchmarks.weight_sync",
-              "rollout": "benchmarks.rollout_throughput", "pipeline": "benchmarks.pipeline"}
+              "rollout": "benchmarks.rollout_throughput", "pipeline": "benchmarks.pipeline",
+              "step": "benchmarks.step"}
 
 
 def main(argv: list[str] | None = None) -> None:
