@@ -196,13 +196,19 @@ def model_shape() -> DecoderShape:
 
 def summarise(records: list[dict], warmup: int, shape: DecoderShape, rates: dict[str, float],
               sampler: MemorySampler, dtype: str) -> dict:
+    from mogrpo.config import load_config
+
+    run = load_config(OUT / "step" / "config.yaml")  # the run's resolved config: its overrides included
     steady = records[warmup:] or records
     med = lambda key: float(statistics.median(r.get(key, 0.0) for r in steady))  # noqa: E731
-    work = StepWork(sequences=32, groups=8, prompt_tokens=round(med("tokens/prompt")),
-                    response_tokens=round(med("tokens/response")), max_new_tokens=64)
+    r = run.rollout
+    work = StepWork(sequences=r.prompts_per_step * r.group_size, groups=r.prompts_per_step,
+                    prompt_tokens=round(med("tokens/prompt")), response_tokens=round(med("tokens/response")),
+                    max_new_tokens=r.max_new_tokens)
     gemm = {dtype: rates[f"step/gemm_gflops/{dtype}"] * 1e9 for dtype in ("float32", "bfloat16")
             if f"step/gemm_gflops/{dtype}" in rates}
-    floors = phase_floors(shape, work, gemm, rates["step/copy_gb_per_s"] * 1e9, generate_dtype=dtype, train_dtype=dtype)
+    floors = phase_floors(shape, work, gemm, rates["step/copy_gb_per_s"] * 1e9, generate_dtype=dtype,
+                          train_dtype=dtype, reference=run.learner.loss.kl_coef > 0)
     times = {phase: med(key) for phase, key in PHASES.items()}
     times["forward_backward"] = times["forward"] + times["backward"]
     out = {"step/time_s": med("time/step"), "step/limit_s": sum(floors.values()), "step/dtype": dtype,
