@@ -39,21 +39,15 @@ class BareVLLM:
     """vllm.LLM with the rollout worker's engine settings and nothing of ours around it."""
 
     def __init__(self, model_path: str, run: RunConfig, index: int = 0):
-        import json
-        import os
-        from pathlib import Path
-
         from vllm import LLM
 
-        from rollout.worker import cpu_kv_cache_bytes
+        from rollout.worker import cpu_engine_args
 
         dtype = local_dtype(run.model.dtype)
-        config = json.loads((Path(model_path) / "config.json").read_text())
-        os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # as the worker: the run's KV-cache size
         self.llm = LLM(model=model_path, dtype=dtype, max_model_len=run.model.max_model_len,
                        seed=run.seed + index, enforce_eager=run.rollout.enforce_eager,
                        enable_prefix_caching=run.rollout.enable_prefix_caching, logprobs_mode="processed_logprobs",
-                       kv_cache_memory_bytes=cpu_kv_cache_bytes(run, config, dtype))
+                       **cpu_engine_args(model_path, run, dtype))
 
     def ready(self) -> bool:
         return True

@@ -107,9 +107,9 @@ class MemorySampler(threading.Thread):
 
     Per process, its anonymous resident memory (RSS minus the file-backed pages it shares:
     libraries, mapped model files), summed by role; the shared pages are counted once (the
-    largest of any process) under `shared`. Read from /proc/<pid>/statm, which costs nothing:
-    PSS (smaps) would be exact, but reading it walks the page tables under the process's
-    memory lock and slowed the learner's step by a third."""
+    largest of any process) under `shared`. Read from /proc/<pid>/statm, which costs next to
+    nothing; PSS (smaps) would be exact, but reading it walks every page table of a
+    multi-GiB process under its memory lock, twice a second, beside the run it measures."""
 
     def __init__(self, root_pid: int, period: float = 0.5):
         super().__init__(daemon=True)

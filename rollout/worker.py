@@ -56,6 +56,17 @@ def cpu_kv_cache_bytes(run: RunConfig, model_config: dict, dtype: str) -> int:
     return int(1.25 * tokens * kv_bytes_per_token(model_config, dtype))
 
 
+def cpu_engine_args(model_path: str, run: RunConfig, dtype: str) -> dict:
+    """vLLM engine arguments this machine needs: on CPU, the KV cache sized by
+    `cpu_kv_cache_bytes` (and no inherited VLLM_CPU_KVCACHE_SPACE, which would override it);
+    nothing on a GPU."""
+    if torch.cuda.is_available():
+        return {}
+    config = json.loads((Path(model_path) / "config.json").read_text())
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    return {"kv_cache_memory_bytes": cpu_kv_cache_bytes(run, config, dtype)}
+
+
 class RolloutWorker:
     """Rollout worker `index` of a run: one vLLM engine set up from the run config's `model`
     and `rollout` sections (its seed is the run's plus `index`). When the learner syncs LoRA
@@ -79,11 +90,6 @@ class RolloutWorker:
         if lora_adapter is not None:
             lora_args = {"enable_lora": True, "max_lora_rank": vllm_max_lora_rank(lora_adapter["r"]), "max_loras": 1}
             self.adapter_root = Path(tempfile.mkdtemp(prefix=f"mogrpo-{name}-adapters-"))
-        memory_args = {}
-        if not torch.cuda.is_available():
-            config = json.loads((Path(model_path) / "config.json").read_text())
-            memory_args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(run, config, self.dtype)
-            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)  # an inherited one would override the run's setting
         t0 = time.perf_counter()
         self.llm = LLM(
             model=model_path,
@@ -100,7 +106,7 @@ class RolloutWorker:
             weight_transfer_config=WeightTransferConfig(backend="mogrpo"),
             worker_extension_cls="rollout.weight_engine.WorkerExtension",
             **lora_args,
-            **memory_args,
+            **cpu_engine_args(model_path, run, self.dtype),
         )
         self.startup_s = time.perf_counter() - t0
 
