@@ -23,7 +23,10 @@ ROLLOUT_SCHEMA = pa.schema(
         ("response_token_ids", pa.list_(pa.int32())),
         ("response_logprobs", pa.list_(pa.float32())),  # behaviour log-prob of each sampled token
         ("finish_reason", pa.string()),  # "stop" (eos) or "length" (truncated)
-        ("policy_version", pa.int64()),  # weights version that sampled this response
+        ("policy_version", pa.int64()),  # weights version when this response began
+        # The version that finished it: above policy_version when weights changed mid-response
+        # (`rollout.partial_rollout`); null reads as policy_version.
+        ("policy_version_last", pa.int64()),
         # True for a response written into the group (`rollout.written_refusals`), not sampled:
         # its log-probs are 0 placeholders; the learner uses its own (null reads as False).
         ("written", pa.bool_()),
@@ -99,6 +102,12 @@ class RolloutBatch:
     def written(self) -> np.ndarray:
         """[B] bool: rows written into their group rather than sampled."""
         return pc.fill_null(self.table.column("written"), False).to_numpy(zero_copy_only=False).astype(bool)
+
+    @property
+    def versions_last(self) -> np.ndarray:
+        """[B] int: the policy version that wrote each response's last token."""
+        last = self.table.column("policy_version_last")
+        return pc.coalesce(last, self.table.column("policy_version")).to_numpy()
 
     @property
     def num_groups(self) -> int:

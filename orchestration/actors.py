@@ -87,6 +87,8 @@ def start_actor(role: Literal["learner", "rollout", "reward"], cfg: RunConfig, m
     env.update(section.env_vars)
     options = {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus, "runtime_env": {"env_vars": env},
                "max_restarts": 0, **(placement or {})}
+    if role == "rollout" and cfg.rollout.partial_rollout:  # its chunks and a weight update run at once
+        options["max_concurrency"] = cfg.rollout.max_chunks_per_worker + 2
     return ray.remote(actor_class or cls).options(**options).remote(*args, **kwargs)
 
 

@@ -206,7 +206,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
                         stream.while_training(refs)
                         train = actors.learner.finish_train(refs)
                     with timed(times, "sync"):
-                        stream.finish_generating()  # each worker first finishes the chunks queued on it
+                        stream.before_weight_update()  # the workers finish their chunks, or pause them
                         version += 1
                         sync = actors.rollout.sync(version)
                         stream.synced(version)

@@ -1,15 +1,22 @@
 """Rollout worker: owns one vLLM engine; samples groups of responses and takes in-place
 weight updates from the learner. Orchestration wraps it with `ray.remote`.
 
-Ray runs one method of an actor at a time, so generation never sees a half-applied
-update: a version's weights are complete before the next `generate` starts."""
+Generate calls put their requests into the engine and step it, one step at a time under a
+lock, until their own requests are done. By default Ray runs one method of the actor at a
+time, so an update lands between two generate calls. With `rollout.partial_rollout` the
+actor is threaded: calls share the engine (continuous batching) and an update takes the lock
+between two steps, pauses the scheduler, loads the weights, drops every running request's
+KV cache (vLLM recomputes it with the new weights when the request is scheduled again) and
+resumes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -52,6 +59,8 @@ def cpu_kv_cache_bytes(run: RunConfig, model_config: dict, dtype: str) -> int:
     if r.cpu_kv_cache_gib != "auto":
         return int(r.cpu_kv_cache_gib * 2**30)
     groups = r.chunk_groups or -(-r.prompts_per_step // r.num_workers)  # one generate call at a time
+    if r.partial_rollout:  # the worker's queued calls share the engine
+        groups *= r.max_chunks_per_worker
     tokens = max(groups * r.group_size * (run.data.max_prompt_tokens + r.max_new_tokens), run.model.max_model_len)
     return int(1.25 * tokens * kv_bytes_per_token(model_config, dtype))
 
@@ -109,6 +118,13 @@ class RolloutWorker:
             **cpu_engine_args(model_path, run, self.dtype),
         )
         self.startup_s = time.perf_counter() - t0
+        self.engine_lock = threading.Lock()  # one engine step or weight load at a time
+        self.no_update = threading.Event()  # cleared while an update waits: steps let it take the lock next
+        self.no_update.set()
+        # request id -> (RequestOutput, the version that finished it), until its caller collects it
+        self.finished: dict[str, tuple[object, int]] = {}
+        self.in_flight = 0  # requests in the engine
+        self.request_ids = itertools.count()
 
     def ready(self) -> dict:
         return {"name": self.name, "startup_s": self.startup_s, "policy_version": self.version, "dtype": self.dtype}
@@ -117,11 +133,13 @@ class RolloutWorker:
                  expected_version: int | None = None) -> RolloutBatch:
         """Sample `sampling.group_size` responses per prompt (less `written_per_group`, which
         are taken in turn from `written_responses`); group ids count from `first_group_id`.
-        With `expected_version`, refuse to generate from other weights (a missed update)."""
+        With `expected_version`, refuse to generate from older weights (a missed update).
+        Rows record the version when the call began and, per response, the one that finished it."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        if expected_version is not None and expected_version != self.version:
+        if expected_version is not None and self.version < expected_version:
             raise StaleWeightsError(f"{self.name} holds policy version {self.version}, expected {expected_version}")
 
         params = SamplingParams(
@@ -133,12 +151,17 @@ class RolloutWorker:
             seed=sampling.seed,
             logprobs=0,
         )
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p.token_ids)) for p in prompts], params, use_tqdm=False,
-            lora_request=self.lora_request,
-        )
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        with self.engine_lock:
+            first_version = self.version
+            ids = [f"{self.name}-{next(self.request_ids)}" for _ in prompts]
+            for request_id, prompt in zip(ids, prompts):
+                self.llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(prompt.token_ids)),
+                                                params, lora_request=self.lora_request)
+            self.in_flight += len(ids)
+        outputs = self._run_until_done(ids)
         rows = []
-        for g, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
+        for g, (prompt, (output, last_version)) in enumerate(zip(prompts, outputs, strict=True)):
             for sample in output.outputs:
                 token_ids = list(sample.token_ids)
                 logprobs = [step[tok].logprob for step, tok in zip(sample.logprobs, token_ids, strict=True)]
@@ -152,12 +175,32 @@ class RolloutWorker:
                         "response_token_ids": token_ids,
                         "response_logprobs": logprobs,
                         "finish_reason": sample.finish_reason or "stop",
-                        "policy_version": self.version,
+                        "policy_version": first_version,
+                        "policy_version_last": last_version,
                         "written": False,
                     }
                 )
             rows += self._written_rows(rows[-1], sampling, first_group_id + g)
         return RolloutBatch.from_rows(rows)
+
+    def _run_until_done(self, request_ids: list[str]) -> list:
+        """Step the engine until every request of `request_ids` has finished (steps also
+        advance other calls' requests, whose outputs wait in `finished`); their outputs, each with
+        the version that finished it, in order."""
+        waiting = set(request_ids)
+        while True:
+            self.no_update.wait()
+            with self.engine_lock:
+                if waiting.issubset(self.finished):
+                    return [self.finished.pop(i) for i in request_ids]
+                if not self.llm.llm_engine.has_unfinished_requests():
+                    lost = sorted(waiting - set(self.finished))
+                    raise RuntimeError(f"{self.name}: the engine has nothing left to run, but requests {lost[:3]} "
+                                       "never finished")
+                for output in self.llm.llm_engine.step():
+                    if output.finished:
+                        self.finished[output.request_id] = (output, self.version)
+                        self.in_flight -= 1
 
     def _written_rows(self, sampled: dict, sampling: SamplingSettings, group_id: int) -> list[dict]:
         """The group's written responses, tokenised as the policy would emit them (text, then
@@ -179,16 +222,28 @@ class RolloutWorker:
         self.llm.init_weight_transfer_engine({"init_info": {"endpoint": asdict(endpoint), "rank_offset": rank_offset}})
 
     def update_weights(self, version: int) -> int:
-        """Receive policy `version` from the learner, load it in place, drop stale KV."""
-        if self.lora_adapter is not None:
-            self._update_adapter(version)
-        else:
-            self.llm.start_weight_update()
-            self.llm.update_weights({"update_info": {"version": version}})
-            self.llm.finish_weight_update(weight_version=str(version))
-        # Cached prompt blocks hold keys/values of the old policy.
-        self.llm.reset_prefix_cache()
-        self.version = version
+        """Receive policy `version` from the learner and load it in place, between two engine
+        steps; the KV cache of the old policy is dropped, that of requests still running too
+        (they are recomputed when scheduled again)."""
+        self.no_update.clear()  # generate calls stop stepping, so the update takes the lock next
+        try:
+            with self.engine_lock:
+                paused = self.in_flight > 0
+                if paused:  # requests in flight (partial rollout) wait in the scheduler, not aborted
+                    self.llm.sleep(level=0, mode="keep")
+                if self.lora_adapter is not None:
+                    self._update_adapter(version)
+                else:
+                    self.llm.start_weight_update()
+                    self.llm.update_weights({"update_info": {"version": version}})
+                    self.llm.finish_weight_update(weight_version=str(version))
+                # Cached prompt blocks and running requests hold keys/values of the old policy.
+                self.llm.reset_prefix_cache(reset_running_requests=paused)
+                if paused:
+                    self.llm.wake_up(tags=["scheduling"])
+                self.version = version
+        finally:
+            self.no_update.set()
         return version
 
     def _update_adapter(self, version: int) -> None:

@@ -60,6 +60,12 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_sizes(self):
+        if self.rollout.partial_rollout and self.rollout.max_staleness < 1:
+            raise ValueError("rollout.partial_rollout: true needs rollout.max_staleness >= 1 (at 0 nothing is "
+                             "generating when the weights change)")
+        if self.rollout.partial_rollout and self.learner.lora.syncs_adapters:
+            raise ValueError("rollout.partial_rollout: true needs whole-weight sync; with learner.lora.sync: adapter "
+                             "vLLM binds each request to one adapter for its whole length (use learner.lora.sync: merged)")
         if self.rollout.prompts_per_step < self.rollout.num_workers:
             raise ValueError(
                 f"rollout.prompts_per_step ({self.rollout.prompts_per_step}) must be at least "

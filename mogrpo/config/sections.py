@@ -84,8 +84,8 @@ class RolloutConfig(Section):
     """Share of GPU memory vLLM may take (GPU only)."""
     cpu_kv_cache_gib: float | Literal["auto"] = "auto"
     """KV cache of each worker on CPU, in GiB. `auto`: what the sequences one worker generates at once need
-    (one generate call: rollout.chunk_groups groups, each sequence up to data.max_prompt_tokens +
-    rollout.max_new_tokens), plus a quarter, and at least one max_model_len sequence; a bigger evaluation batch
+    (one generate call, or max_chunks_per_worker of them with partial_rollout: rollout.chunk_groups groups each,
+    each sequence up to data.max_prompt_tokens + rollout.max_new_tokens), plus a quarter, and at least one max_model_len sequence; a bigger evaluation batch
     then runs in turns. (SmolLM2, 32 sequences of 256 tokens: 0.23 GiB, where vLLM's smallest setting by its
     environment variable is 1 GiB.)"""
     enforce_eager: bool = True
@@ -118,6 +118,14 @@ class RolloutConfig(Section):
     to scoring as soon as it is done. 0: prompts_per_step / num_workers, rounded up (one call per worker a step)."""
     max_chunks_per_worker: int = Field(2, ge=1)
     """Generate calls queued on one worker at once (2: the next is there when one finishes)."""
+    partial_rollout: bool = False
+    """In-flight weight updates (needs max_staleness >= 1 and whole-weight sync): a new policy version reaches a
+    worker while it generates. Its requests pause between two engine steps, the weights load, every running
+    request's KV cache is dropped and recomputed with the new weights, and generation resumes; the worker's
+    chunks run in one engine (continuous batching). A response records the version it started with
+    (`policy_version`) and the one that finished it (`policy_version_last`); the learner's importance weights use
+    the log-probs each token was sampled with. Off: a worker finishes its chunks before an update, so no
+    response mixes two versions."""
 
     @model_validator(mode="after")
     def _some_sampled(self):

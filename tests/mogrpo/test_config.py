@@ -88,3 +88,14 @@ def test_top_level_must_be_a_mapping(tmp_path):
 def test_prompts_per_step_must_split_over_learner_ranks():
     with pytest.raises(ConfigError, match="divisible by learner.num_workers"):
         load_config(None, ["rollout.prompts_per_step=3", "learner.num_workers=2"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rollout.partial_rollout=true"], "needs rollout.max_staleness >= 1"),
+    (["rollout.partial_rollout=true", "rollout.max_staleness=1", "learner.lora.enabled=true",
+      "learner.lora.sync=adapter"], "needs whole-weight sync"),
+])
+def test_partial_rollout_needs_overlap_and_whole_weights(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+    load_config(None, ["rollout.partial_rollout=true", "rollout.max_staleness=1"])

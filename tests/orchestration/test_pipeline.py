@@ -1,7 +1,8 @@
-"""The rollout stream on real actors: the staleness bound on real runs (k = 1 and 2), load
-balancing towards a faster worker, scoring that starts before the last chunk is generated, a
+"""The rollout stream on real actors: the staleness bound on real runs (k = 1 and 2), partial
+rollouts that span a weight update and still train, load balancing towards a faster worker, scoring that starts before the last chunk is generated, a
 stuck worker that becomes an error naming it, and a reward replica killed mid-run."""
 
+import math
 import time
 from collections import Counter
 from types import SimpleNamespace
@@ -45,6 +46,24 @@ def test_staleness_is_bounded_on_a_real_run(ray_local, tmp_path, quick_reward_mo
     assert max(map(max, staleness[1:])) == k, staleness
     assert all(records[s]["pipeline/dropped_stale"] == 0 for s in records)
     assert all(0 <= records[s][key] <= 1 for s in records for key in ("pipeline/learner_idle", "pipeline/rollout_idle"))
+
+
+@pytest.mark.slow
+def test_partial_rollout_updates_workers_mid_response_and_still_trains(ray_local, tmp_path, quick_reward_model):
+    # Long responses of the tiny model: chunks are still generating when the learner's update lands.
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=4) + [
+        "rollout.max_staleness=1", "rollout.partial_rollout=true", "rollout.chunk_groups=1",
+        "rollout.max_new_tokens=256", "checkpoint.every=0"])
+    run(cfg)
+    run_dir = tmp_path / "e2e"
+    records = run_metrics(run_dir)
+    assert sorted(records) == [1, 2, 3, 4] and records[4]["policy_version"] == 4
+    rows = [r for s in range(1, 5) for r in pq.read_table(run_dir / "rollouts" / f"step-{s:06d}.parquet").to_pylist()]
+    assert all(r["policy_version"] <= r["policy_version_last"] and 0 <= r["staleness"] <= 1 for r in rows)
+    mixed = [r for r in rows if r["policy_version_last"] > r["policy_version"]]
+    assert mixed, "no trained response spans a weight update"
+    assert max(records[s]["pipeline/mixed_version_share"] for s in records) > 0
+    assert all(math.isfinite(records[s]["loss"]) for s in records)
 
 
 def _stream(cfg, workers, reward_model, tokenizer_path):
