@@ -1,4 +1,5 @@
-"""The pipeline at `rollout.max_staleness` 0 (synchronous), 1 and 2, measured in one run with
+"""The pipeline at `rollout.max_staleness` 0 (synchronous), 1 and 2, and 1 with
+`rollout.partial_rollout` (arm `async1_partial`), measured in one run with
 SmolLM2 and real actors (cpu_smoke.yaml: one vLLM worker, one ZeRO-2 learner, one reward
 replica; 8 prompts x 4 responses x <= 64 tokens a step):
 
@@ -8,11 +9,13 @@ replica; 8 prompts x 4 responses x <= 64 tokens a step):
 - `pipeline/<arm>_reward_gain_per_step`: slope of the mean reward over the run's steps;
 - `pipeline/<arm>_reward_minus_sync`: the arm's mean reward minus the synchronous run's, step
   by step (every arm sees the same prompts in the same order, so this pairs them);
-- `pipeline/async1_over_sync`, `pipeline/async2_over_sync`: step-time ratios (the target for
-  async1 is <= 0.8 on a 2-core CPU).
+- `pipeline/async1_over_sync`, `pipeline/async2_over_sync`, `pipeline/async1_partial_over_sync`:
+  step-time ratios (the target for async1 is <= 0.8 on a 2-core CPU);
+- `pipeline/async1_partial_mixed_version_share`: median share of a batch's responses that span
+  a weight update.
 
 Each arm is a real training run (`python -m orchestration.train`) in runs/bench/pipeline/<arm>;
-the arms run one after another, in `--rounds` interleaved rounds (sync, async1, async2, sync, ...),
+the arms run one after another, in `--rounds` interleaved rounds (sync, async1, async2, async1_partial, sync, ...),
 each round a fresh run, and the medians pool the rounds.
 
     .venv/bin/python -m benchmarks.pipeline [--steps 6] [--rounds 1]     (also part of `make bench`)
@@ -31,7 +34,8 @@ import numpy as np
 from benchmarks.results import merge_results, print_table
 from orchestration import report
 
-ARMS = {"sync": 0, "async1": 1, "async2": 2}
+ARMS = {"sync": (0, []), "async1": (1, []), "async2": (2, []), "async1_partial": (1, ["rollout.partial_rollout=true"])}
+"""arm -> (rollout.max_staleness, its own overrides)"""
 OUT = Path("runs/bench/pipeline")
 
 
@@ -57,7 +61,8 @@ def summarise(runs: list[list[dict]], warmup: int) -> dict[str, float]:
             "rollout_idle": float(np.median([r["pipeline/rollout_idle"] for r in steady])),
             "generate_wait_s": float(np.median([r["time/generate"] for r in steady])),
             "train_s": float(np.median([r["time/train"] for r in steady])),
-            "reward_gain_per_step": float(np.mean(gains))}
+            "reward_gain_per_step": float(np.mean(gains)),
+            "mixed_version_share": float(np.median([r.get("pipeline/mixed_version_share", 0.0) for r in steady]))}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -70,20 +75,20 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     runs: dict[str, list[list[dict]]] = {name: [] for name in ARMS}
     for _ in range(0 if args.from_runs else args.rounds):
-        for name, k in ARMS.items():
-            runs[name].append(run_arm(name, k, args.steps, args.overrides))
+        for name, (k, extra) in ARMS.items():
+            runs[name].append(run_arm(name, k, args.steps, [*extra, *args.overrides]))
     if args.from_runs:
         runs = {name: [read_metrics(name)] for name in ARMS}
     results = {}
     for name in ARMS:
         results.update({f"pipeline/{name}_{key}": value for key, value in summarise(runs[name], args.warmup).items()})
-    for name in ("async1", "async2"):
+    for name in ("async1", "async2", "async1_partial"):
         results[f"pipeline/{name}_over_sync"] = results[f"pipeline/{name}_step_s"] / results["pipeline/sync_step_s"]
         pairs = [(a["reward/mean"], b["reward/mean"]) for arm, sync in zip(runs[name], runs["sync"])
                  for a, b in zip(arm, sync)]
         results[f"pipeline/{name}_reward_minus_sync"] = float(np.mean([a - b for a, b in pairs]))
     merge_results(results)
-    print_table("pipeline: max_staleness 0 / 1 / 2 (runs/bench/results.json)", results)
+    print_table("pipeline: max_staleness 0 / 1 / 2 / 1 with partial rollout (runs/bench/results.json)", results)
     return results
 
 
