@@ -11,8 +11,8 @@ replica; 8 prompts x 4 responses x <= 64 tokens a step):
   by step (every arm sees the same prompts in the same order, so this pairs them);
 - `pipeline/async1_over_sync`, `pipeline/async2_over_sync`, `pipeline/async1_partial_over_sync`:
   step-time ratios (the target for async1 is <= 0.8 on a 2-core CPU);
-- `pipeline/async1_partial_mixed_version_share`: median share of a batch's responses that span
-  a weight update.
+- `pipeline/<arm>_mixed_version_share`: median share of a batch's responses that span a weight
+  update (above 0 only with partial rollout).
 
 Each arm is a real training run (`python -m orchestration.train`) in runs/bench/pipeline/<arm>;
 the arms run one after another, in `--rounds` interleaved rounds (sync, async1, async2, async1_partial, sync, ...),

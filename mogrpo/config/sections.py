@@ -84,9 +84,9 @@ class RolloutConfig(Section):
     """Share of GPU memory vLLM may take (GPU only)."""
     cpu_kv_cache_gib: float | Literal["auto"] = "auto"
     """KV cache of each worker on CPU, in GiB. `auto`: what the sequences one worker generates at once need
-    (one generate call, or max_chunks_per_worker of them with partial_rollout: rollout.chunk_groups groups each,
-    each sequence up to data.max_prompt_tokens + rollout.max_new_tokens), plus a quarter, and at least one max_model_len sequence; a bigger evaluation batch
-    then runs in turns. (SmolLM2, 32 sequences of 256 tokens: 0.23 GiB, where vLLM's smallest setting by its
+    (one generate call, or max_chunks_per_worker of them with partial_rollout: rollout.chunk_groups groups
+    each, each sequence up to data.max_prompt_tokens + rollout.max_new_tokens), plus a quarter, and at least
+    one max_model_len sequence; a bigger evaluation batch then runs in turns. (SmolLM2, 32 sequences of 256 tokens: 0.23 GiB, where vLLM's smallest setting by its
     environment variable is 1 GiB.)"""
     enforce_eager: bool = True
     """Skip CUDA-graph capture (faster start, slower decode on GPU)."""
