@@ -2,13 +2,16 @@
 pair, `[CLS] prompt [SEP] response [SEP]`; pooled views of some of its hidden layers (by
 default the prompt's mean, the response's mean, the mean of the response's first tokens,
 where a refusal shows, and the response's max, of layers 3 and 6) feed one small head
-per label; a sigmoid puts each score in [0, 1].
+per label; a sigmoid puts each score in [0, 1]. Optionally a request encoder (a small chat
+LM reading the request alone, `mogrpo/request_encoder.py`) adds features that the request
+labels' heads read beside the pair's.
 
 Saved folder (written atomically: a temp folder beside it, then a rename):
     config.json, model.safetensors, tokenizer files   the encoder (a plain HF folder)
     heads.safetensors                                  one head per label
     reward_model.json                                  labels, pooling, max length
     training_config.yaml, metrics.json                 how it was trained, held-out numbers
+    request_encoder/                                   the request encoder, when the spec has one
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from torch import nn
 
 from mogrpo.atomic import write_folder_atomically
 from mogrpo.errors import MissingFileError, UserError
+from mogrpo.request_encoder import (FOLDER as REQUEST_FOLDER, RequestEncoder, RequestEncoderSpec, RequestHead,
+                                    build_request_encoder, load_request_encoder)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,20 @@ class ModelSpec:
     layers: list[int] = field(default_factory=lambda: [3, 6])  # hidden states pooled (0 = embeddings)
     pooling: list[str] = field(default_factory=lambda: ["prompt_mean", "response_mean", "head_mean", "response_max"])
     encoder_source: str = ""  # the reference the encoder came from (informational)
+    request_encoder: RequestEncoderSpec | None = None  # an LM reading the request alone, for some labels
     format: str = FORMAT
+
+    def __post_init__(self):
+        if isinstance(self.request_encoder, dict):
+            self.request_encoder = RequestEncoderSpec(**self.request_encoder)
+        if self.request_encoder is not None:
+            unknown = [label for label in self.request_encoder.labels if label not in self.labels]
+            if unknown:
+                raise RewardModelError(f"request_encoder.labels {unknown} are not labels of the model ({self.labels})")
+
+    @property
+    def request_labels(self) -> list[str]:
+        return list(self.request_encoder.labels) if self.request_encoder is not None else []
 
     def feature_dim(self, hidden_size: int) -> int:
         return len(self.pooling) * hidden_size * len(self.layers)
@@ -150,13 +168,20 @@ class Head(nn.Module):
 
 
 class RewardModel(nn.Module):
-    """Encoder + pooling + one head per label; `score` is the public scoring path."""
+    """Encoder + pooling (+ request encoder) + one head per label; `score` is the public
+    scoring path. Features are [pair features F | request features R]; the request labels'
+    heads read both parts, the others the pair part."""
 
-    def __init__(self, encoder: nn.Module, tokenizer, spec: ModelSpec):
+    def __init__(self, encoder: nn.Module, tokenizer, spec: ModelSpec, request_encoder: RequestEncoder | None = None):
         super().__init__()
-        self.encoder, self.tokenizer, self.spec = encoder, tokenizer, spec
-        dim = spec.feature_dim(encoder.config.hidden_size)
-        self.heads = nn.ModuleDict({label: Head(dim, spec.head_hidden, spec.head_dropout) for label in spec.labels})
+        if (request_encoder is None) != (spec.request_encoder is None):
+            raise RewardModelError("a request encoder is given exactly when the spec names one")
+        self.encoder, self.tokenizer, self.spec, self.request_encoder = encoder, tokenizer, spec, request_encoder
+        self.pair_dim = dim = spec.feature_dim(encoder.config.hidden_size)
+        request_dim = request_encoder.dim if request_encoder is not None else 0
+        self.heads = nn.ModuleDict({
+            label: RequestHead(dim, request_dim, spec.head_hidden, spec.head_dropout) if label in spec.request_labels
+            else Head(dim, spec.head_hidden, spec.head_dropout) for label in spec.labels})
         self.pairs_seen = 0
         self.pairs_truncated = 0
 
@@ -176,13 +201,30 @@ class RewardModel(nn.Module):
         return torch.cat(views, dim=-1)  # [B, len(pooling) * H * len(layers)]
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """features [B, F] -> logits [B, K], columns in `labels` order."""
-        return torch.stack([self.heads[label](features) for label in self.spec.labels], dim=-1)
+        """features [B, F (+ R)] -> logits [B, K], columns in `labels` order."""
+        pair = features[:, :self.pair_dim]
+        request = set(self.spec.request_labels)
+        return torch.stack([self.heads[label](features if label in request else pair) for label in self.spec.labels],
+                           dim=-1)
+
+    def request_features(self, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """[N, R] features of the requests alone ([N, 0] without a request encoder)."""
+        if self.request_encoder is None:
+            return torch.zeros((len(prompts), 0))
+        return self.request_encoder.features(prompts, batch_size)
+
+    def set_request_stats(self, features: torch.Tensor) -> None:
+        """Standardise the request heads' inputs with these training features [N, F + R]."""
+        if not len(features):
+            return
+        for label in self.spec.request_labels:
+            self.heads[label].set_request_stats(features)
 
     @torch.inference_mode()
     def encode(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64,
                progress: str | None = None) -> torch.Tensor:
-        """Features [N, F] of N pairs, batched by length (longest first) to limit padding."""
+        """Pair features [N, F] of N pairs (no request features), batched by length (longest
+        first) to limit padding."""
         enc = encode_pairs(self.tokenizer, prompts, responses, self.spec.max_length)
         self.pairs_seen += len(enc.ids)
         self.pairs_truncated += enc.truncated
@@ -220,7 +262,9 @@ class RewardModel(nn.Module):
         out = {label: np.full(n, empty_score, dtype=np.float32) for label in self.spec.labels}
         keep = [i for i, r in enumerate(responses) if r.strip()]
         if keep:
-            feats = self.encode([prompts[i] for i in keep], [responses[i] for i in keep], batch_size)
+            kept_prompts = [prompts[i] for i in keep]
+            feats = torch.cat([self.encode(kept_prompts, [responses[i] for i in keep], batch_size),
+                               self.request_features(kept_prompts)], dim=-1)
             for label, values in self.scores_from_features(feats).items():
                 out[label][keep] = values
         for label, values in out.items():
@@ -241,6 +285,8 @@ class RewardModel(nn.Module):
             heads = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
             save_file(heads, str(tmp / HEADS_FILE), metadata={"format": FORMAT})
             (tmp / SPEC_FILE).write_text(json.dumps(asdict(self.spec), indent=2))
+            if self.request_encoder is not None:
+                self.request_encoder.save(tmp / REQUEST_FOLDER)
             if train_config_yaml is not None:
                 (tmp / TRAIN_CONFIG_FILE).write_text(train_config_yaml)
             if metrics is not None:
@@ -277,7 +323,8 @@ def build_reward_model(encoder_ref: str, spec: ModelSpec, seed: int = 0) -> Rewa
     unknown = [name for name in spec.pooling if name not in POOLERS]
     if unknown:
         raise RewardModelError(f"model.pooling {unknown} unknown (known: {list(POOLERS)})")
-    return RewardModel(encoder, tokenizer, spec)
+    request = build_request_encoder(spec.request_encoder) if spec.request_encoder is not None else None
+    return RewardModel(encoder, tokenizer, spec, request)
 
 
 def _check_tokenizer(tokenizer, folder) -> None:
@@ -354,7 +401,9 @@ def load_reward_model(path: str | Path, threads: int | None = None, device: str 
     encoder = AutoModel.from_pretrained(path, trust_remote_code=False).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     _check_tokenizer(tokenizer, path)
-    model = RewardModel(encoder, tokenizer, spec)
+    request = (load_request_encoder(path / REQUEST_FOLDER, spec.request_encoder)
+               if spec.request_encoder is not None else None)
+    model = RewardModel(encoder, tokenizer, spec, request)
     heads = load_file(str(path / HEADS_FILE))
     missing, unexpected = model.heads.load_state_dict(heads, strict=False)
     if missing or unexpected:

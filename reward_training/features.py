@@ -3,7 +3,9 @@ heads train on.
 
 The encoder is frozen while the heads train, so each (prompt, response) is encoded once.
 A source's features are cached in one safetensors file whose name hashes the encoder's
-weights, the pooling settings and the source's texts: any change recomputes it.
+weights, the pooling settings and the source's texts: any change recomputes it. A request
+encoder's features (one per distinct prompt) are cached apart, so adding one keeps the
+pair features' cache.
 """
 
 from __future__ import annotations
@@ -103,8 +105,31 @@ def encode_sources(model: RewardModel, splits: Mapping[str, Mapping[str, SourceR
             cache.put(key, feats)
         else:
             log.info("encode %s: %d pairs from the feature cache", name, len(texts))
+        if model.request_encoder is not None:
+            feats = torch.cat([feats, _request_features(model, name, texts, cache)], dim=-1)
         out.update(zip(texts, feats))
     return out
+
+
+def _request_features(model: RewardModel, name: str, texts: list[Texts], cache: FeatureCache) -> torch.Tensor:
+    """Request features [len(texts), R] of a source's pairs, from one encoding per distinct prompt."""
+    prompts = sorted({t[0] for t in texts})
+    key = _h("request", model.request_encoder.fingerprint(), name, *prompts)
+    feats = cache.get(key)
+    if feats is None or len(feats) != len(prompts):
+        log.info("encode %s: %d distinct requests with the request encoder", name, len(prompts))
+        feats = torch.cat([model.request_features(prompts[i:i + 512]) for i in
+                           _progress(range(0, len(prompts), 512), f"requests {name}")]) if prompts else \
+            torch.zeros((0, model.request_encoder.dim))
+        cache.put(key, feats)
+    row = {p: i for i, p in enumerate(prompts)}
+    return feats[[row[t[0]] for t in texts]]
+
+
+def _progress(chunks, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(chunks, desc=desc, unit="chunk", dynamic_ncols=True)
 
 
 @dataclass

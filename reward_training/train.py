@@ -32,6 +32,7 @@ from reward_training import evaluate as ev
 from reward_training.dataset import SourceRows, load_splits, split_counts
 from reward_training.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
 from reward_training.losses import masked_pointwise_loss, pairwise_loss
+from mogrpo.request_encoder import RequestEncoderSpec
 from mogrpo.reward_model import ModelSpec, RewardModel, build_reward_model
 from mogrpo.errors import UserError, report
 
@@ -42,7 +43,8 @@ def spec_from_config(cfg: RewardTrainConfig) -> ModelSpec:
     m = cfg.model
     return ModelSpec(labels=list(m.labels), max_length=m.max_length, response_head_tokens=m.response_head_tokens,
                      head_hidden=m.head_hidden, head_dropout=m.head_dropout, layers=list(m.layers),
-                     pooling=list(m.pooling))
+                     pooling=list(m.pooling),
+                     request_encoder=RequestEncoderSpec(**m.request_encoder.model_dump()) if m.request_encoder else None)
 
 
 def batch_loss(model: RewardModel, data: FeatureSet, ex_idx: torch.Tensor, pair_idx: torch.Tensor,
@@ -149,12 +151,15 @@ def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | Non
     model = build_reward_model(cfg.model.encoder, spec, seed=cfg.train.seed)
     if torch.cuda.is_available():  # encoding is the costly step: on a GPU it takes seconds; heads stay on the CPU
         model.encoder.to("cuda")
+        if model.request_encoder is not None:
+            model.request_encoder.to("cuda")
     cache = FeatureCache.from_setting(cfg.feature_cache)
     feats = encode_sources(model, splits, cache, cfg.encode_batch_size)  # 2. features
     t_feat = time.time() - t0
     sets = {s: build_feature_set(splits[s], feats, spec.labels, cfg.data.sources) for s in splits}
     if not len(sets["train"].x) and not len(sets["train"].chosen):
         raise ValueError("no training rows: every source is disabled, empty, or held out")
+    model.set_request_stats(sets["train"].x)
     fit = fit_heads(model, sets["train"], sets.get("val"), cfg)  # 3. heads
     metrics: dict = {}
     if "test" in splits and splits["test"]:  # 4. held-out metrics

@@ -107,6 +107,20 @@ class RewardDataConfig(Section):
         return self
 
 
+class RequestEncoderConfig(Section):
+    """An LM that reads the request alone (mogrpo/request_encoder.py); the heads of `labels`
+    read its features beside the pair encoder's."""
+
+    source: str = "smollm2-135m-instruct"
+    """A Llama-style chat model: built-in name, folder or hub id (its chat template wraps the request)."""
+    layers: list[int] = Field([18, 22, 26], min_length=1)
+    """Hidden states read at the template's last token (0 = embeddings); the LM is cut after the deepest."""
+    labels: list[str] = Field(["harmful_request"], min_length=1)
+    """Labels whose heads read the request features (each must be in `model.labels`)."""
+    max_length: int = Field(256, ge=8)
+    """Tokens of the templated request; a longer one keeps its end."""
+
+
 class RewardModelArchConfig(Section):
     encoder: str = "minilm-l6"
     """Encoder: a built-in name, a local Hugging Face folder or a hub id (BERT-style, reads pairs)."""
@@ -125,6 +139,16 @@ class RewardModelArchConfig(Section):
     pooling: list[Literal["prompt_mean", "response_mean", "head_mean", "response_max", "cls"]] = Field(
         ["prompt_mean", "response_mean", "head_mean", "response_max"], min_length=1)
     """Pooled views of each layer, concatenated into the heads' input (see mogrpo/reward_model.py)."""
+    request_encoder: RequestEncoderConfig | None = None
+    """Add a request encoder (null = none: every head reads the pair encoder's features only)."""
+
+    @model_validator(mode="after")
+    def _request_labels(self):
+        if self.request_encoder is not None:
+            unknown = [label for label in self.request_encoder.labels if label not in self.labels]
+            if unknown:
+                raise ValueError(f"request_encoder.labels {unknown} are not in model.labels {self.labels}")
+        return self
 
 
 class RewardOptimConfig(Section):

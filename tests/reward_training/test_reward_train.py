@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from mogrpo.config.reward_training import RewardTrainConfig
+from mogrpo.config.reward_training import RequestEncoderConfig, RewardTrainConfig
+from mogrpo.request_encoder import RequestHead
 from mogrpo.reward_model import load_reward_model
 from reward_training.evaluate import evaluate
 from mogrpo.reward_model import SPEC_FILE
@@ -45,6 +46,24 @@ def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
     for key, value in again.items():
         if not key.startswith("test/n/") and not np.isnan(value):
             assert value == pytest.approx(metrics[key], abs=1e-3), key
+
+
+def test_train_with_a_request_encoder(shared_data, tmp_path):
+    cfg = tiny_config(tmp_path / "rm", shared_data)
+    cfg.model.request_encoder = RequestEncoderConfig(source="tiny-llama", layers=[1, 2])
+    cfg.feature_cache = str(tmp_path / "cache")
+    out = train(cfg)
+    assert (out / "request_encoder" / "model.safetensors").is_file()
+    rm = load_reward_model(out, threads=1)
+    head = rm.heads["harmful_request"]
+    assert isinstance(head, RequestHead) and not isinstance(rm.heads["safety"], RequestHead)
+    assert float(head.request_std.max()) > 1.0 or float(head.request_std.min()) < 1.0  # training statistics saved
+    sources = len(json.loads((out / "metrics.json").read_text())["data/rows"])
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2 * sources  # pair and request features apart
+    # Scoring re-encodes the requests through the public path: the training metrics come back.
+    metrics = json.loads((out / "metrics.json").read_text())
+    again = evaluate(out, threads=1)
+    assert again["harmful_request/auroc_xstest"] == pytest.approx(metrics["harmful_request/auroc_xstest"], abs=1e-3)
 
 
 def test_ensure_reward_model(tmp_path):

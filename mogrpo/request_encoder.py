@@ -1,0 +1,175 @@
+"""The reward model's optional request encoder: a small chat LM (by default the policy,
+SmolLM2-135M-Instruct) reads the request alone, wrapped in its chat template, and the
+hidden states of the template's last token at a few layers describe the request.
+
+Instruction-tuned LMs carry whether a request is harmful along a few directions of their
+residual stream at the end of the prompt (Arditi et al. 2024, "Refusal in language models
+is mediated by a single direction"). On this repository's data a linear probe on
+SmolLM2's layers 18, 22 and 26 separates XSTest's safe from unsafe prompts better than the
+pair encoder's frozen features (reward_training/README.md), and the two err on different
+prompts, so the request labels (`harmful_request`) read both.
+
+Saved inside the reward model folder as `request_encoder/`: the LM's body cut after its
+last used layer (a plain Hugging Face folder, safetensors) and its tokenizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mogrpo.errors import UserError
+
+FOLDER = "request_encoder"
+
+
+class RequestEncoderError(UserError, ValueError):
+    """A request encoder's settings or folder are unusable."""
+
+
+@dataclass
+class RequestEncoderSpec:
+    """Saved in reward_model.json under `request_encoder`."""
+
+    source: str = "smollm2-135m-instruct"  # built-in name, folder or hub id it was built from
+    layers: list[int] = field(default_factory=lambda: [18, 22, 26])  # hidden states read (0 = embeddings)
+    labels: list[str] = field(default_factory=lambda: ["harmful_request"])  # heads that read these features
+    max_length: int = 256  # tokens of the templated request; a longer one keeps its end
+
+
+class RequestEncoder(nn.Module):
+    """Requests -> features [N, len(layers) * hidden]: the last templated token's hidden
+    state at each layer. Every distinct request is encoded once per call."""
+
+    def __init__(self, body: nn.Module, tokenizer, spec: RequestEncoderSpec):
+        super().__init__()
+        self.body, self.tokenizer, self.spec = body, tokenizer, spec
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"  # causal attention: right padding leaves real tokens untouched
+        tokenizer.truncation_side = "left"
+
+    @property
+    def dim(self) -> int:
+        return len(self.spec.layers) * self.body.config.hidden_size
+
+    def template(self, request: str) -> str:
+        if self.tokenizer.chat_template is None:
+            return request
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def features(self, requests: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """[N, dim] float32 on the CPU, in the order of `requests`."""
+        distinct = sorted(set(requests), key=len)
+        device = next(self.body.parameters()).device
+        rows: dict[str, torch.Tensor] = {}
+        for start in range(0, len(distinct), batch_size):
+            chunk = distinct[start:start + batch_size]
+            enc = self.tokenizer([self.template(r) for r in chunk], return_tensors="pt", padding=True,
+                                 truncation=True, max_length=self.spec.max_length, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            # hidden_states[-1] has passed the LM's final norm (as HF reports it), at build and load alike
+            hidden = self.body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                               output_hidden_states=True).hidden_states
+            last = enc["attention_mask"].sum(1) - 1  # [b] index of each request's last token
+            rows_b = torch.arange(len(chunk), device=device)
+            feats = torch.cat([hidden[layer][rows_b, last].float() for layer in self.spec.layers], dim=-1)  # [b, dim]
+            rows.update(zip(chunk, feats.cpu()))
+        if not requests:
+            return torch.zeros((0, self.dim))
+        return torch.stack([rows[r] for r in requests])
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the features (config, some weights, layers, length)."""
+        h = hashlib.sha256()
+        emb = self.body.get_input_embeddings().weight
+        last = list(self.body.parameters())[-1]
+        for part in (self.body.config.to_json_string(), str(self.spec.layers), str(self.spec.max_length),
+                     str(self.tokenizer.chat_template)):
+            h.update(part.encode())
+        for t in (emb, last):
+            h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def save(self, folder: Path) -> None:
+        """Safetensors and tokenizer; in bfloat16 where that loses nothing (SmolLM2 ships in bf16)."""
+        lossless = all(torch.equal(t, t.bfloat16().to(t.dtype)) for t in self.body.state_dict().values()
+                       if t.is_floating_point())
+        # a copy: casting the live body would also round its float32 rotary buffers
+        body = copy.deepcopy(self.body).to(torch.bfloat16) if lossless else self.body
+        body.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+class RequestHead(nn.Module):
+    """A request label's regressor: features [B, F + R] -> logit [B]. The pair features pass
+    a LayerNorm; the request features are standardised per dimension with the training
+    split's statistics (`set_request_stats`), since an LM's residual stream has a few
+    dimensions far larger than the rest; then one MLP reads both."""
+
+    def __init__(self, pair_dim: int, request_dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.pair_dim = pair_dim
+        self.pair_norm = nn.LayerNorm(pair_dim)
+        self.register_buffer("request_mean", torch.zeros(request_dim))
+        self.register_buffer("request_std", torch.ones(request_dim))
+        self.net = nn.Sequential(nn.Linear(pair_dim + request_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, 1))
+
+    @torch.no_grad()
+    def set_request_stats(self, features: torch.Tensor) -> None:
+        """Per-dimension mean and std of the request part of training features [N, F + R]."""
+        request = features[:, self.pair_dim:].float()
+        self.request_mean.copy_(request.mean(0))
+        self.request_std.copy_(request.std(0).nan_to_num(1.0).clamp(min=1e-3))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pair, request = features[:, :self.pair_dim], features[:, self.pair_dim:]
+        x = torch.cat([self.pair_norm(pair), (request - self.request_mean) / self.request_std], dim=-1)
+        return self.net(x).squeeze(-1)  # [B]
+
+
+def _check_layers(spec: RequestEncoderSpec, n_layers: int, where: str) -> None:
+    bad = [layer for layer in spec.layers if not 0 <= layer <= n_layers]
+    if bad or not spec.layers:
+        raise RequestEncoderError(f"request_encoder.layers {spec.layers}: {where} has {n_layers} layers "
+                                  f"(use 0..{n_layers}, at least one)")
+
+
+def build_request_encoder(spec: RequestEncoderSpec) -> RequestEncoder:
+    """The LM body of `spec.source`, cut after its deepest used layer (frozen, eval mode)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from mogrpo.models import resolve_model
+
+    folder = resolve_model(spec.source)
+    body = AutoModel.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32).eval()
+    if not hasattr(body, "layers"):
+        raise RequestEncoderError(f"request_encoder.source {spec.source!r}: {type(body).__name__} is not a decoder "
+                                  "with a `layers` list (use a Llama-style chat model)")
+    _check_layers(spec, len(body.layers), spec.source)
+    keep = max(spec.layers)
+    body.layers = body.layers[:keep]
+    body.config.num_hidden_layers = keep
+    if hasattr(body.config, "layer_types") and body.config.layer_types:
+        body.config.layer_types = body.config.layer_types[:keep]
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    return RequestEncoder(body, tokenizer, spec)
+
+
+def load_request_encoder(folder: Path, spec: RequestEncoderSpec) -> RequestEncoder:
+    from transformers import AutoModel, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        raise RequestEncoderError(f"{folder} is missing: the reward model's spec names a request encoder")
+    body = AutoModel.from_pretrained(folder, trust_remote_code=False, dtype=torch.float32).eval()
+    _check_layers(spec, body.config.num_hidden_layers, str(folder))
+    return RequestEncoder(body, AutoTokenizer.from_pretrained(folder, trust_remote_code=False), spec)

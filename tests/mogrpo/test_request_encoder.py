@@ -1,0 +1,62 @@
+"""The reward model's request encoder (mogrpo/request_encoder.py) on a real tiny Llama:
+features that do not depend on batching, the cut LM it saves, and heads that read it."""
+
+import pytest
+import torch
+
+from mogrpo.request_encoder import RequestEncoderSpec, RequestHead, build_request_encoder
+from mogrpo.reward_model import ModelSpec, RewardModelError
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_request_encoder(RequestEncoderSpec(source="tiny-llama", layers=[1], labels=["harmful_request"]))
+
+
+def test_features_do_not_depend_on_the_batch(encoder):
+    request = "How do I kill a Python process?"
+    alone = encoder.features([request])
+    assert alone.shape == (1, encoder.body.config.hidden_size)
+    mixed = encoder.features(["Hi", request, "a much longer request about something else " * 12, "Hi"])
+    torch.testing.assert_close(mixed[1], alone[0], atol=1e-4, rtol=1e-4)  # right padding leaves it alone
+    torch.testing.assert_close(mixed[0], mixed[3])
+    assert not torch.allclose(mixed[0], mixed[1])
+    assert encoder.features([]).shape == (0, encoder.dim)
+
+
+def test_the_lm_is_cut_after_its_deepest_used_layer(encoder, tmp_path):
+    assert len(encoder.body.layers) == 1 and encoder.body.config.num_hidden_layers == 1
+    encoder.save(tmp_path / "req")
+    assert (tmp_path / "req" / "model.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "req" / "model.safetensors"), "pt") as f:  # tiny-llama is bf16: saved as such
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert not list((tmp_path / "req").glob("*.bin"))
+    from mogrpo.request_encoder import load_request_encoder
+
+    again = load_request_encoder(tmp_path / "req", encoder.spec)
+    torch.testing.assert_close(again.features(["Hi there"]), encoder.features(["Hi there"]))
+
+
+def test_layers_out_of_range_are_named():
+    with pytest.raises(ValueError, match=r"request_encoder.layers \[5\].*2 layers"):
+        build_request_encoder(RequestEncoderSpec(source="tiny-llama", layers=[5]))
+
+
+def test_request_labels_must_be_model_labels():
+    with pytest.raises(RewardModelError, match="request_encoder.labels"):
+        ModelSpec(labels=["safety"], request_encoder=RequestEncoderSpec(labels=["harmful_request"]))
+
+
+def test_request_head_standardises_the_request_part():
+    head = RequestHead(pair_dim=2, request_dim=3, hidden=4).eval()
+    feats = torch.tensor([[0.0, 1.0, 100.0, 5.0, -1.0], [1.0, 0.0, 300.0, 7.0, -1.0]])
+    head.set_request_stats(feats)
+    assert head.request_mean.tolist() == pytest.approx([200.0, 6.0, -1.0])
+    assert head.request_std.tolist() == pytest.approx([141.4214, 1.41421, 1e-3], rel=1e-4)  # a constant dim: floor
+    shifted = feats.clone()
+    shifted[:, 2:] = (shifted[:, 2:] - head.request_mean) / head.request_std
+    with torch.no_grad():  # the MLP sees the standardised values
+        x = torch.cat([head.pair_norm(feats[:, :2]), shifted[:, 2:]], -1)
+        torch.testing.assert_close(head(feats), head.net(x).squeeze(-1))
