@@ -6,8 +6,9 @@ Instruction-tuned LMs carry whether a request is harmful along a few directions 
 residual stream at the end of the prompt (Arditi et al. 2024, "Refusal in language models
 is mediated by a single direction"). On this repository's data a linear probe on
 SmolLM2's layers 18, 22 and 26 separates XSTest's safe from unsafe prompts better than the
-pair encoder's frozen features (reward_training/README.md), and the two err on different
-prompts, so the request labels (`harmful_request`) read both.
+pair encoder's frozen features, and the two err on different prompts; the heads of the
+request labels (`labels`; by default the safety head) read both (measurements in
+reward_training/README.md).
 
 Saved inside the reward model folder as `request_encoder/`: the LM's body cut after its
 last used layer (a plain Hugging Face folder, safetensors) and its tokenizer.
@@ -39,7 +40,7 @@ class RequestEncoderSpec:
 
     source: str = "smollm2-135m-instruct"  # built-in name, folder or hub id it was built from
     layers: list[int] = field(default_factory=lambda: [18, 22, 26])  # hidden states read (0 = embeddings)
-    labels: list[str] = field(default_factory=lambda: ["harmful_request"])  # heads that read these features
+    labels: list[str] = field(default_factory=lambda: ["safety"])  # heads that read these features
     max_length: int = 256  # tokens of the templated request; a longer one keeps its end
 
 

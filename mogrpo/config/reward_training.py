@@ -115,7 +115,7 @@ class RequestEncoderConfig(Section):
     """A Llama-style chat model: built-in name, folder or hub id (its chat template wraps the request)."""
     layers: list[int] = Field([18, 22, 26], min_length=1)
     """Hidden states read at the template's last token (0 = embeddings); the LM is cut after the deepest."""
-    labels: list[str] = Field(["harmful_request"], min_length=1)
+    labels: list[str] = Field(["safety"], min_length=1)
     """Labels whose heads read the request features (each must be in `model.labels`)."""
     max_length: int = Field(256, ge=8)
     """Tokens of the templated request; a longer one keeps its end."""

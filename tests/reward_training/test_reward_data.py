@@ -33,7 +33,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_yaml_section(RewardTrainConfig, f, ["data.sources={}", "data.val_fraction=0.5", "data.test_fraction=0.5"])
     with pytest.raises(ConfigError, match="train.lr"):
         load_yaml_section(RewardTrainConfig, f, ["data.sources={}", "train.lr=0"])
-    f.write_text("model:\n  labels: [safety, refusal]\n  request_encoder: {layers: [4]}\n")
+    f.write_text("model:\n  labels: [safety, refusal]\n  request_encoder: {labels: [harmful_request], layers: [4]}\n")
     with pytest.raises(ConfigError, match=r"model: .*request_encoder.labels \['harmful_request'\] are not in model.labels"):
         load_yaml_section(RewardTrainConfig, f)
     with pytest.raises(ConfigError, match="model.request_encoder.layers"):

@@ -55,15 +55,15 @@ def test_train_with_a_request_encoder(shared_data, tmp_path):
     out = train(cfg)
     assert (out / "request_encoder" / "model.safetensors").is_file()
     rm = load_reward_model(out, threads=1)
-    head = rm.heads["harmful_request"]
-    assert isinstance(head, RequestHead) and not isinstance(rm.heads["safety"], RequestHead)
+    head = rm.heads["safety"]
+    assert isinstance(head, RequestHead) and not isinstance(rm.heads["harmful_request"], RequestHead)
     assert float(head.request_std.max()) > 1.0 or float(head.request_std.min()) < 1.0  # training statistics saved
     sources = len(json.loads((out / "metrics.json").read_text())["data/rows"])
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2 * sources  # pair and request features apart
     # Scoring re-encodes the requests through the public path: the training metrics come back.
     metrics = json.loads((out / "metrics.json").read_text())
     again = evaluate(out, threads=1)
-    assert again["harmful_request/auroc_xstest"] == pytest.approx(metrics["harmful_request/auroc_xstest"], abs=1e-3)
+    assert again["safety/auroc_head"] == pytest.approx(metrics["safety/auroc_head"], abs=1e-3)
 
 
 def test_ensure_reward_model(tmp_path):
