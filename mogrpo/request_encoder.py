@@ -67,12 +67,17 @@ class RequestEncoder(nn.Module):
                                                   add_generation_prompt=True)
 
     @torch.inference_mode()
-    def features(self, requests: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-        """[N, dim] float32 on the CPU, in the order of `requests`."""
+    def features(self, requests: Sequence[str], batch_size: int = 32, progress: str | None = None) -> torch.Tensor:
+        """[N, dim] float32 on the CPU, in the order of `requests`; `progress` names a progress bar."""
         distinct = sorted(set(requests), key=len)
         device = next(self.body.parameters()).device
         rows: dict[str, torch.Tensor] = {}
-        for start in range(0, len(distinct), batch_size):
+        starts = range(0, len(distinct), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc=progress, unit="batch", dynamic_ncols=True)
+        for start in starts:
             chunk = distinct[start:start + batch_size]
             enc = self.tokenizer([self.template(r) for r in chunk], return_tensors="pt", padding=True,
                                  truncation=True, max_length=self.spec.max_length, add_special_tokens=False)

@@ -207,11 +207,12 @@ class RewardModel(nn.Module):
         return torch.stack([self.heads[label](features if label in request else pair) for label in self.spec.labels],
                            dim=-1)
 
-    def request_features(self, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    def request_features(self, prompts: Sequence[str], batch_size: int = 32,
+                         progress: str | None = None) -> torch.Tensor:
         """[N, R] features of the requests alone ([N, 0] without a request encoder)."""
         if self.request_encoder is None:
             return torch.zeros((len(prompts), 0))
-        return self.request_encoder.features(prompts, batch_size)
+        return self.request_encoder.features(prompts, batch_size, progress)
 
     def set_request_stats(self, features: torch.Tensor) -> None:
         """Standardise the request heads' inputs with these training features [N, F + R]."""

@@ -94,6 +94,7 @@ def encode_sources(model: RewardModel, splits: Mapping[str, Mapping[str, SourceR
                    batch_size: int) -> dict[Texts, torch.Tensor]:
     """Features of every distinct (prompt, response) of every source: texts -> [F]."""
     fingerprint = encoder_fingerprint(model)
+    request_fingerprint = model.request_encoder.fingerprint() if model.request_encoder is not None else None
     names = sorted({name for by_source in splits.values() for name in by_source})
     out: dict[Texts, torch.Tensor] = {}
     for name in names:
@@ -105,31 +106,23 @@ def encode_sources(model: RewardModel, splits: Mapping[str, Mapping[str, SourceR
             cache.put(key, feats)
         else:
             log.info("encode %s: %d pairs from the feature cache", name, len(texts))
-        if model.request_encoder is not None:
-            feats = torch.cat([feats, _request_features(model, name, texts, cache)], dim=-1)
+        if request_fingerprint is not None:
+            feats = torch.cat([feats, _request_features(model, request_fingerprint, name, texts, cache)], dim=-1)
         out.update(zip(texts, feats))
     return out
 
 
-def _request_features(model: RewardModel, name: str, texts: list[Texts], cache: FeatureCache) -> torch.Tensor:
+def _request_features(model: RewardModel, fingerprint: str, name: str, texts: list[Texts],
+                       cache: FeatureCache) -> torch.Tensor:
     """Request features [len(texts), R] of a source's pairs, from one encoding per distinct prompt."""
     prompts = sorted({t[0] for t in texts})
-    key = _h("request", model.request_encoder.fingerprint(), name, *prompts)
+    key = _h("request", fingerprint, name, *prompts)
     feats = cache.get(key)
     if feats is None or len(feats) != len(prompts):
-        log.info("encode %s: %d distinct requests with the request encoder", name, len(prompts))
-        feats = torch.cat([model.request_features(prompts[i:i + 512]) for i in
-                           _progress(range(0, len(prompts), 512), f"requests {name}")]) if prompts else \
-            torch.zeros((0, model.request_encoder.dim))
+        feats = model.request_features(prompts, progress=f"requests {name}")
         cache.put(key, feats)
     row = {p: i for i, p in enumerate(prompts)}
     return feats[[row[t[0]] for t in texts]]
-
-
-def _progress(chunks, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(chunks, desc=desc, unit="chunk", dynamic_ncols=True)
 
 
 @dataclass
