@@ -40,13 +40,15 @@ class RequestEncoderSpec:
 
     source: str = "smollm2-135m-instruct"  # built-in name, folder or hub id it was built from
     layers: list[int] = field(default_factory=lambda: [18, 22, 26])  # hidden states read (0 = embeddings)
+    pooling: list[str] = field(default_factory=lambda: ["last"])  # per layer: "last" token, "mean" over tokens
     labels: list[str] = field(default_factory=lambda: ["safety"])  # heads that read these features
     max_length: int = 256  # tokens of the templated request; a longer one keeps its end
 
 
 class RequestEncoder(nn.Module):
-    """Requests -> features [N, len(layers) * hidden]: the last templated token's hidden
-    state at each layer. Every distinct request is encoded once per call."""
+    """Requests -> features [N, len(layers) * len(pooling) * hidden]: at each layer, the last
+    templated token's hidden state and/or the mean over the templated tokens. Every distinct
+    request is encoded once per call."""
 
     def __init__(self, body: nn.Module, tokenizer, spec: RequestEncoderSpec):
         super().__init__()
@@ -58,7 +60,7 @@ class RequestEncoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        return len(self.spec.layers) * self.body.config.hidden_size
+        return len(self.spec.layers) * len(self.spec.pooling) * self.body.config.hidden_size
 
     def template(self, request: str) -> str:
         if self.tokenizer.chat_template is None:
@@ -85,13 +87,26 @@ class RequestEncoder(nn.Module):
             # hidden_states[-1] has passed the LM's final norm (as HF reports it), at build and load alike
             hidden = self.body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                output_hidden_states=True).hidden_states
-            last = enc["attention_mask"].sum(1) - 1  # [b] index of each request's last token
-            rows_b = torch.arange(len(chunk), device=device)
-            feats = torch.cat([hidden[layer][rows_b, last].float() for layer in self.spec.layers], dim=-1)  # [b, dim]
+            feats = torch.cat([view for layer in self.spec.layers
+                               for view in self._pool(hidden[layer].float(), enc["attention_mask"])], dim=-1)  # [b, dim]
             rows.update(zip(chunk, feats.cpu()))
         if not requests:
             return torch.zeros((0, self.dim))
         return torch.stack([rows[r] for r in requests])
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """One layer's hidden states [b, T, H] -> one [b, H] view per `spec.pooling` entry."""
+        views = []
+        for how in self.spec.pooling:
+            if how == "last":
+                last = mask.sum(1) - 1  # [b] index of each request's last token (right padding)
+                views.append(hidden[torch.arange(len(hidden), device=hidden.device), last])
+            elif how == "mean":
+                m = mask.unsqueeze(-1).to(hidden.dtype)  # [b, T, 1]
+                views.append((hidden * m).sum(1) / m.sum(1))
+            else:
+                raise RequestEncoderError(f"request_encoder.pooling {how!r}: expected 'last' or 'mean'")
+        return views
 
     def fingerprint(self) -> str:
         """Hash of what decides the features (config, some weights, layers, length)."""
@@ -99,6 +114,7 @@ class RequestEncoder(nn.Module):
         emb = self.body.get_input_embeddings().weight
         last = list(self.body.parameters())[-1]
         for part in (self.body.config.to_json_string(), str(self.spec.layers), str(self.spec.max_length),
+                     *([str(self.spec.pooling)] if self.spec.pooling != ["last"] else []),
                      str(self.tokenizer.chat_template)):
             h.update(part.encode())
         for t in (emb, last):

@@ -114,7 +114,9 @@ class RequestEncoderConfig(Section):
     source: str = "smollm2-135m-instruct"
     """A Llama-style chat model: built-in name, folder or hub id (its chat template wraps the request)."""
     layers: list[int] = Field([18, 22, 26], min_length=1)
-    """Hidden states read at the template's last token (0 = embeddings); the LM is cut after the deepest."""
+    """Hidden states read (0 = embeddings); the LM is cut after the deepest."""
+    pooling: list[Literal["last", "mean"]] = Field(["last"], min_length=1)
+    """Views of each layer: the template's last token, the mean over all templated tokens."""
     labels: list[str] = Field(["safety"], min_length=1)
     """Labels whose heads read the request features (each must be in `model.labels`)."""
     max_length: int = Field(256, ge=8)

@@ -60,3 +60,26 @@ def test_request_head_standardises_the_request_part():
     with torch.no_grad():  # the MLP sees the standardised values
         x = torch.cat([head.pair_norm(feats[:, :2]), shifted[:, 2:]], -1)
         torch.testing.assert_close(head(feats), head.net(x).squeeze(-1))
+
+
+def test_mean_pooling_averages_the_templated_tokens(encoder):
+    both = build_request_encoder(RequestEncoderSpec(source="tiny-llama", layers=[1], pooling=["last", "mean"]))
+    h = both.body.config.hidden_size
+    requests = ["Hi", "How do I kill a Python process that hangs?"]
+    feats = both.features(requests)
+    assert feats.shape == (2, 2 * h) and both.dim == 2 * h
+    torch.testing.assert_close(feats[:, :h], encoder.features(requests))  # the "last" view is unchanged
+    enc = both.tokenizer([both.template(requests[1])], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():  # by hand: the unpadded request's hidden states, averaged over its tokens
+        hidden = both.body(**enc, output_hidden_states=True).hidden_states[1][0]  # [T, H]
+    torch.testing.assert_close(feats[1, h:], hidden.mean(0), atol=1e-4, rtol=1e-4)
+    assert both.fingerprint() != encoder.fingerprint()  # cached features of one never serve the other
+
+
+def test_unknown_pooling_is_named():
+    from pydantic import ValidationError
+
+    from mogrpo.config.reward_training import RequestEncoderConfig
+
+    with pytest.raises(ValidationError, match="pooling"):
+        RequestEncoderConfig(pooling=["max"])
