@@ -1,12 +1,14 @@
 """The reward model's optional request encoder: a small chat LM (by default the policy,
 SmolLM2-135M-Instruct) reads the request alone, wrapped in its chat template, and the
-hidden states of the template's last token at a few layers describe the request.
+hidden states of the template's last token (`pooling: last`) and/or their mean over the
+templated tokens (`mean`) at a few layers describe the request.
 
 Instruction-tuned LMs carry whether a request is harmful along a few directions of their
 residual stream at the end of the prompt (Arditi et al. 2024, "Refusal in language models
 is mediated by a single direction"). On this repository's data a linear probe on
 SmolLM2's layers 18, 22 and 26 separates XSTest's safe from unsafe prompts better than the
-pair encoder's frozen features, and the two err on different prompts; the heads of the
+pair encoder's frozen features, the mean over the tokens adds to the last token's state,
+and the pair and request features err on different prompts; the heads of the
 request labels (`labels`; by default the safety head) read both (measurements in
 reward_training/README.md).
 

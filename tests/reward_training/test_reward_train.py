@@ -50,13 +50,15 @@ def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
 
 def test_train_with_a_request_encoder(shared_data, tmp_path):
     cfg = tiny_config(tmp_path / "rm", shared_data)
-    cfg.model.request_encoder = RequestEncoderConfig(source="tiny-llama", layers=[1, 2])
+    cfg.model.request_encoder = RequestEncoderConfig(source="tiny-llama", layers=[1, 2], pooling=["last", "mean"])
     cfg.feature_cache = str(tmp_path / "cache")
     out = train(cfg)
     assert (out / "request_encoder" / "model.safetensors").is_file()
     rm = load_reward_model(out, threads=1)
     head = rm.heads["safety"]
     assert isinstance(head, RequestHead) and not isinstance(rm.heads["harmful_request"], RequestHead)
+    assert rm.request_encoder.spec.pooling == ["last", "mean"]  # saved in the spec, read back
+    assert head.request_mean.numel() == 2 * 2 * rm.request_encoder.body.config.hidden_size  # 2 layers x 2 views
     assert float(head.request_std.max()) > 1.0 or float(head.request_std.min()) < 1.0  # training statistics saved
     sources = len(json.loads((out / "metrics.json").read_text())["data/rows"])
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2 * sources  # pair and request features apart
