@@ -116,7 +116,7 @@ class RequestEncoder(nn.Module):
         emb = self.body.get_input_embeddings().weight
         last = list(self.body.parameters())[-1]
         for part in (self.body.config.to_json_string(), str(self.spec.layers), str(self.spec.max_length),
-                     *([str(self.spec.pooling)] if self.spec.pooling != ["last"] else []),
+                     *([str(self.spec.pooling)] if self.spec.pooling != ["last"] else []),  # old keys stay valid
                      str(self.tokenizer.chat_template)):
             h.update(part.encode())
         for t in (emb, last):
