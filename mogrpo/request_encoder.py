@@ -30,6 +30,7 @@ from torch import nn
 from mogrpo.errors import UserError
 
 FOLDER = "request_encoder"
+POOLINGS = ("last", "mean")  # views of a layer: the last templated token, the mean over its tokens
 
 
 class RequestEncoderError(UserError, ValueError):
@@ -54,6 +55,9 @@ class RequestEncoder(nn.Module):
 
     def __init__(self, body: nn.Module, tokenizer, spec: RequestEncoderSpec):
         super().__init__()
+        unknown = [how for how in spec.pooling if how not in POOLINGS]
+        if unknown or not spec.pooling:
+            raise RequestEncoderError(f"request_encoder.pooling {spec.pooling}: expected one or more of {list(POOLINGS)}")
         self.body, self.tokenizer, self.spec = body, tokenizer, spec
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -89,26 +93,17 @@ class RequestEncoder(nn.Module):
             # hidden_states[-1] has passed the LM's final norm (as HF reports it), at build and load alike
             hidden = self.body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                                output_hidden_states=True).hidden_states
-            feats = torch.cat([view for layer in self.spec.layers
-                               for view in self._pool(hidden[layer].float(), enc["attention_mask"])], dim=-1)  # [b, dim]
+            mask = enc["attention_mask"]
+            last = mask.sum(1) - 1  # [b] index of each request's last token (right padding)
+            m = mask.unsqueeze(-1).float()  # [b, T, 1]
+            rows_b = torch.arange(len(chunk), device=device)
+            views = {"last": lambda h: h[rows_b, last], "mean": lambda h: (h * m).sum(1) / m.sum(1)}  # [b, T, H] -> [b, H]
+            feats = torch.cat([views[how](hidden[layer].float()) for layer in self.spec.layers
+                               for how in self.spec.pooling], dim=-1)  # [b, dim]
             rows.update(zip(chunk, feats.cpu()))
         if not requests:
             return torch.zeros((0, self.dim))
         return torch.stack([rows[r] for r in requests])
-
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """One layer's hidden states [b, T, H] -> one [b, H] view per `spec.pooling` entry."""
-        views = []
-        for how in self.spec.pooling:
-            if how == "last":
-                last = mask.sum(1) - 1  # [b] index of each request's last token (right padding)
-                views.append(hidden[torch.arange(len(hidden), device=hidden.device), last])
-            elif how == "mean":
-                m = mask.unsqueeze(-1).to(hidden.dtype)  # [b, T, 1]
-                views.append((hidden * m).sum(1) / m.sum(1))
-            else:
-                raise RequestEncoderError(f"request_encoder.pooling {how!r}: expected 'last' or 'mean'")
-        return views
 
     def fingerprint(self) -> str:
         """Hash of what decides the features (config, some weights, layers, length)."""

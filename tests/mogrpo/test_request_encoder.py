@@ -83,3 +83,5 @@ def test_unknown_pooling_is_named():
 
     with pytest.raises(ValidationError, match="pooling"):
         RequestEncoderConfig(pooling=["max"])
+    with pytest.raises(ValueError, match=r"request_encoder.pooling \['max'\]: expected one or more of"):
+        build_request_encoder(RequestEncoderSpec(source="tiny-llama", layers=[1], pooling=["max"]))  # a hand-edited spec
