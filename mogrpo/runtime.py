@@ -88,10 +88,37 @@ def init_ray(ray_address: str | None, *, num_cpus=None, num_gpus=None, include_d
     return True
 
 
+# Ray's workers listen on 10002-19999 by default; ports above that and below the kernel's
+# ephemeral range are only ever taken by an explicit bind.
+_FIRST_PORT = 20000
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (outgoing connections, binds to port 0)."""
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535  # IANA's range, which macOS uses
+
+
 def free_port() -> int:
+    """A port nobody has bound, for a rendezvous another process binds later. Drawn outside
+    the ephemeral range: a port the kernel hands out (as binding port 0 would) can be taken
+    by any outgoing connection before the rendezvous binds it (EADDRINUSE in CI)."""
+    import random
     import socket
 
-    with socket.socket() as s:
+    low = ephemeral_port_range()[0]
+    candidates = range(_FIRST_PORT, low) if low - _FIRST_PORT >= 1000 else range(0)
+    for port in random.SystemRandom().sample(candidates, min(64, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the ephemeral range: let the kernel choose
         s.bind(("", 0))
         return s.getsockname()[1]
 
