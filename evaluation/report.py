@@ -57,6 +57,7 @@ def markdown(result: dict) -> str:
                                  f"p={e['p_exact']:.3g} |")
                 elif e.get("value") is not None:
                     lines.append(f"| {name} | {key} | {e['value']:+.3f} | 95% [{e['low']:+.3f}, {e['high']:+.3f}] |")
+        for name, comp in result["comparisons"].items():  # after the table: a line inside would end it
             v = comp["reward_hacking"]
             lines.append(f"\n**{name}: reward hacking {'SUSPECTED' if v['suspected'] else 'not indicated'}** – {v['reason']}.")
     if result.get("reward_model"):
