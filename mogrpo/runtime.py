@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 from mogrpo.models import cache_dir
 
@@ -96,7 +97,7 @@ _FIRST_PORT = 20000
 def ephemeral_port_range() -> tuple[int, int]:
     """The kernel's range for ports it picks itself (outgoing connections, binds to port 0)."""
     try:
-        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(low), int(high)
     except (OSError, ValueError):
         return 49152, 65535  # IANA's range, which macOS uses
