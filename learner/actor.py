@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from learner.advantages import group_advantages, overlong_penalty, trained_rows
+from learner.advantages import group_advantages, overlong_penalty, trained_rows, weight_written_push_down
 from learner.batching import TrainTensors, micro_batches, mini_batches, to_response_coords, to_tensors
 from learner.engine import (
     adapter_weights,
@@ -144,6 +144,7 @@ class LearnerWorker:
         mean_logp = (data.behaviour_logp * data.mask).sum(1) / data.mask.sum(1).clamp(min=1)  # [B]
         trained = trained_rows(advantages, data.written, mean_logp, loss_cfg.written_push_down_min_logprob)  # [B]
         mask = mask * trained[:, None]
+        advantages = weight_written_push_down(advantages, data.written, loss_cfg.written_push_down_weight)  # [B]
         # 4. old log-probs
         single_pass = cfg.mini_batches == 1 and cfg.epochs == 1
         if single_pass:

@@ -121,6 +121,18 @@ def trained_rows(advantages: Tensor, written: Tensor, mean_logp: Tensor, push_do
     return ~written | (advantages > 0) | (mean_logp >= push_down_min_logp)
 
 
+def weight_written_push_down(advantages: Tensor, written: Tensor, weight: float) -> Tensor:
+    """[B] advantages with a written response's negative advantage scaled by `weight` in [0, 1]:
+    a push-down of written refusals weaker than their push-up, so that on the refusal's
+    prompt-independent part (what every refusal shares) the push-up on harmful requests is
+    not undone by the push-down on benign ones, while the contrast between the two remains."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"written push-down weight {weight} is outside [0, 1]")
+    if advantages.shape != written.shape:
+        raise ValueError(f"advantages {list(advantages.shape)} and written {list(written.shape)} differ in shape")
+    return torch.where(written & (advantages < 0), advantages * weight, advantages)
+
+
 def informative_groups(rewards: Tensor, group_ids: Tensor) -> Tensor:
     """DAPO dynamic sampling (arXiv 2503.14476, sec. 3.2): which rows belong to a group with signal.
 

@@ -80,6 +80,9 @@ class LossConfig(Section):
     """A written refusal (`rollout.written_refusals`) that the reward ranks below its group's
     samples is trained on (pushed down) only where its mean token log-prob under the policy is
     at least this: a refusal the policy would give itself, not one it would never write."""
+    written_push_down_weight: float = Field(1.0, ge=0, le=1)
+    """Scales the negative advantage of a written refusal that is pushed down (1: as a sample's): below 1
+    the push-down on benign requests is weaker than the push-up on harmful ones."""
     recompute_old_logprobs: bool = False
     """Recompute old log-probs with the learner instead of trusting vLLM's (costs one forward)."""
 

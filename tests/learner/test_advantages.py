@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from learner.advantages import group_advantages, informative_groups, overlong_penalty, trained_rows
+from learner.advantages import (group_advantages, informative_groups, overlong_penalty, trained_rows,
+                                weight_written_push_down)
 
 
 def test_std_scale_one_group():
@@ -120,3 +121,16 @@ def test_written_rows_train_only_when_the_reward_prefers_them():
     # sampled rows count whatever their advantage and likelihood
     assert trained_rows(torch.tensor([-1.0, 0.0]), torch.tensor([False, False]), torch.tensor([-9.0, -9.0]),
                         -1.5).tolist() == [True, True]
+
+
+def test_written_push_down_is_scaled_and_nothing_else():
+    adv = torch.tensor([-1.0, 0.5, 1.5, -1.5, 0.8, -0.2])
+    written = torch.tensor([False, False, True, True, False, True])
+    # only the written rows with a negative advantage (rows 3 and 5) shrink: -1.5 * 0.25, -0.2 * 0.25
+    torch.testing.assert_close(weight_written_push_down(adv, written, 0.25),
+                               torch.tensor([-1.0, 0.5, 1.5, -0.375, 0.8, -0.05]))
+    torch.testing.assert_close(weight_written_push_down(adv, written, 1.0), adv)
+    with pytest.raises(ValueError, match="outside"):
+        weight_written_push_down(adv, written, 1.5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        weight_written_push_down(adv, written[:3], 0.5)
