@@ -9,6 +9,7 @@
 #   make report RUN=runs/<name>   PNG plots of a run's metrics -> runs/<name>/report/
 #   make align          the alignment recipe (runs/align), then base vs trained -> runs/eval-align
 #   make align-ablation the recipe with the safety label alone, and with the four labels summed (no gate), then all -> runs/eval-align
+#   make align-reqhead  the recipe with the request-reading reward (runs/reward-model-reqhead) -> runs/align-reqhead, runs/eval-align-reqhead
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 VENV ?= .venv
@@ -92,3 +93,29 @@ align-ablation: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 
 clean:
 	rm -rf runs/local-smoke runs/bench
+
+# The recipe with the reward whose harmful_request head also reads the request (README, recipe
+# run 12): its own reward model, XSTest prompt files from that model's splits, and evaluation.
+REQHEAD_MODEL := runs/reward-model-reqhead
+REQHEAD_CONFIG := cluster_configs/align_smollm2_reqhead_cpu.yaml
+REQHEAD_PROMPTS := runs/prompts/xstest_reqhead_trainval.jsonl runs/prompts/xstest_reqhead_test.jsonl
+
+.PHONY: reward-reqhead align-reqhead
+reward-reqhead: $(STAMP)
+	$(PY) -m reward_training.train --config cluster_configs/reward_default.yaml output=$(REQHEAD_MODEL) \
+		'model.request_encoder.labels=[safety, harmful_request]' $(ARGS)
+
+$(REQHEAD_MODEL)/reward_model.json: | $(STAMP)
+	$(MAKE) reward-reqhead
+
+runs/prompts/xstest_reqhead_trainval.jsonl: $(REQHEAD_MODEL)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(REQHEAD_MODEL) --source xstest --out $@
+
+runs/prompts/xstest_reqhead_test.jsonl: $(REQHEAD_MODEL)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(REQHEAD_MODEL) --source xstest --split test --out $@
+
+align-reqhead: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
+	$(PY) -m orchestration.train --config $(REQHEAD_CONFIG) $(ARGS)
+	$(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(REQHEAD_CONFIG) \
+		--reward-model $(REQHEAD_MODEL) --policy base=smollm2-135m-instruct --policy align-reqhead=runs/align-reqhead/final \
+		--export-blind 200 --out runs/eval-align-reqhead $(EVAL_ARGS)
