@@ -67,8 +67,10 @@ eval: $(STAMP)
 # evaluation, e.g. EVAL_ARGS='--limit 60' for a quicker look; both write runs/eval-align (a
 # rerun reuses the answers already there).
 ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
-EVAL_SETS := $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(ALIGN_CONFIG) \
-	--reward-model $(REWARD_MODEL) --policy base=smollm2-135m-instruct --export-blind 200
+# $(call eval_sets,TRAIN_CONFIG,REWARD_MODEL): the evaluation of base and a recipe's policies
+eval_sets = $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(1) \
+	--reward-model $(2) --policy base=smollm2-135m-instruct --export-blind 200
+EVAL_SETS := $(call eval_sets,$(ALIGN_CONFIG),$(REWARD_MODEL))
 
 $(REWARD_MODEL)/reward_model.json: | $(STAMP)
 	$(MAKE) reward
@@ -116,6 +118,5 @@ runs/prompts/xstest_reqhead_test.jsonl: $(REQHEAD_MODEL)/reward_model.json
 
 align-reqhead: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
 	$(PY) -m orchestration.train --config $(REQHEAD_CONFIG) $(ARGS)
-	$(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(REQHEAD_CONFIG) \
-		--reward-model $(REQHEAD_MODEL) --policy base=smollm2-135m-instruct --policy align-reqhead=runs/align-reqhead/final \
-		--export-blind 200 --out runs/eval-align-reqhead $(EVAL_ARGS)
+	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) --policy align-reqhead=runs/align-reqhead/final \
+		--out runs/eval-align-reqhead $(EVAL_ARGS)
