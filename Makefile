@@ -8,7 +8,7 @@
 #   make submit CONFIG=... ADDRESS=http://HEAD:8265 [ARGS='output_dir=/mnt/runs ...']   a run as a Ray job
 #   make report RUN=runs/<name>   PNG plots of a run's metrics -> runs/<name>/report/
 #   make align          the alignment recipe (runs/align), then base vs trained -> runs/eval-align
-#   make align-ablation the recipe with the safety label alone, and with the four labels summed (no gate), then all -> runs/eval-align
+#   make align-ablation the request-reading recipe (30 steps) with its gated reward, the safety label alone, and the four labels summed (no gate) -> runs/eval-ablation
 #   make align-reqhead  the recipe with the request-reading reward (runs/reward-model-reqhead) -> runs/align-reqhead, runs/eval-align-reqhead
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
@@ -63,9 +63,9 @@ eval: $(STAMP)
 	$(PY) -m evaluation --config cluster_configs/eval_sets.yaml --out runs/eval \
 		$(if $(wildcard $(REWARD_MODEL)/reward_model.json),--reward-model $(REWARD_MODEL)) $(ARGS)
 
-# The alignment recipe and its ablation (README, "A recipe that works"). EVAL_ARGS go to the
-# evaluation, e.g. EVAL_ARGS='--limit 60' for a quicker look; both write runs/eval-align (a
-# rerun reuses the answers already there).
+# The alignment recipes and the ablation (README, "The alignment recipe"). EVAL_ARGS go to the
+# evaluation, e.g. EVAL_ARGS='--limit 60' for a quicker look (a rerun reuses the answers
+# already in its --out folder).
 ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
 # $(call eval_sets,TRAIN_CONFIG,REWARD_MODEL): the evaluation of base and a recipe's policies
 eval_sets = $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(1) \
@@ -80,18 +80,10 @@ ALIGN_PROMPTS := runs/prompts/xstest_reward_test.jsonl
 runs/prompts/xstest_reward_test.jsonl: $(REWARD_MODEL)/reward_model.json
 	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source xstest --split test --out $@
 
-.PHONY: align align-ablation
+.PHONY: align
 align: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) $(ARGS)
 	$(EVAL_SETS) --policy align=runs/align/final --out runs/eval-align $(EVAL_ARGS)
-
-align-ablation: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
-	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) run_name=align-safety-only \
-		reward.aggregation.mode=weighted_sum 'reward.aggregation.weights={safety: 1.0}' $(ARGS)
-	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) run_name=align-weighted-sum \
-		reward.aggregation.mode=weighted_sum $(ARGS)
-	$(EVAL_SETS) --policy align=runs/align/final --policy safety-only=runs/align-safety-only/final \
-		--policy weighted-sum=runs/align-weighted-sum/final --out runs/eval-align $(EVAL_ARGS)
 
 clean:
 	rm -rf runs/local-smoke runs/bench
@@ -102,7 +94,7 @@ REQHEAD_MODEL := runs/reward-model-reqhead
 REQHEAD_CONFIG := cluster_configs/align_smollm2_reqhead_cpu.yaml
 REQHEAD_PROMPTS := runs/prompts/xstest_reqhead_trainval.jsonl runs/prompts/xstest_reqhead_test.jsonl
 
-.PHONY: reward-reqhead align-reqhead
+.PHONY: reward-reqhead align-reqhead align-ablation
 reward-reqhead: $(STAMP)
 	$(PY) -m reward_training.train --config cluster_configs/reward_default.yaml output=$(REQHEAD_MODEL) \
 		'model.request_encoder.labels=[safety, harmful_request]' $(ARGS)
@@ -120,3 +112,17 @@ align-reqhead: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
 	$(PY) -m orchestration.train --config $(REQHEAD_CONFIG) $(ARGS)
 	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) --policy align-reqhead=runs/align-reqhead/final \
 		--out runs/eval-align-reqhead $(EVAL_ARGS)
+
+# What the multi-objective reward buys (README, "the ablation"): the request-reading recipe at
+# run 13's settings, three times, changing only how the reward combines its labels.
+ABLATION_ARGS := steps=30 learner.loss.written_push_down_weight=0.25
+ABLATION_RUNS := gate safety-only weighted-sum
+ablation_reward_gate :=
+ablation_reward_safety-only := reward.aggregation.mode=weighted_sum 'reward.aggregation.weights={safety: 1.0}'
+ablation_reward_weighted-sum := reward.aggregation.mode=weighted_sum
+
+align-ablation: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
+	$(foreach run,$(ABLATION_RUNS),$(PY) -m orchestration.train --config $(REQHEAD_CONFIG) run_name=ablation-$(run) \
+		$(ABLATION_ARGS) $(ablation_reward_$(run)) $(ARGS) &&) true
+	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) \
+		$(foreach run,$(ABLATION_RUNS),--policy $(run)=runs/ablation-$(run)/final) --out runs/eval-ablation $(EVAL_ARGS)
