@@ -113,16 +113,15 @@ align-reqhead: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
 	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) --policy align-reqhead=runs/align-reqhead/final \
 		--out runs/eval-align-reqhead $(EVAL_ARGS)
 
-# What the multi-objective reward buys (README, "the ablation"): the request-reading recipe at
-# run 13's settings, three times, changing only how the reward combines its labels.
-ABLATION_ARGS := steps=30 learner.loss.written_push_down_weight=0.25
-ABLATION_RUNS := gate safety-only weighted-sum
-ablation_reward_gate :=
-ablation_reward_safety-only := reward.aggregation.mode=weighted_sum 'reward.aggregation.weights={safety: 1.0}'
-ablation_reward_weighted-sum := reward.aggregation.mode=weighted_sum
+# What the multi-objective reward buys (README, "What the multi-objective reward buys"): the
+# request-reading recipe at run 13's settings, three times, changing only how the reward combines its labels.
+ABLATION_TRAIN = $(PY) -m orchestration.train --config $(REQHEAD_CONFIG) steps=30 learner.loss.written_push_down_weight=0.25
 
 align-ablation: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
-	$(foreach run,$(ABLATION_RUNS),$(PY) -m orchestration.train --config $(REQHEAD_CONFIG) run_name=ablation-$(run) \
-		$(ABLATION_ARGS) $(ablation_reward_$(run)) $(ARGS) &&) true
-	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) \
-		$(foreach run,$(ABLATION_RUNS),--policy $(run)=runs/ablation-$(run)/final) --out runs/eval-ablation $(EVAL_ARGS)
+	$(ABLATION_TRAIN) run_name=ablation-gate $(ARGS)
+	$(ABLATION_TRAIN) run_name=ablation-safety-only reward.aggregation.mode=weighted_sum \
+		'reward.aggregation.weights={safety: 1.0}' $(ARGS)
+	$(ABLATION_TRAIN) run_name=ablation-weighted-sum reward.aggregation.mode=weighted_sum $(ARGS)
+	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) --policy gate=runs/ablation-gate/final \
+		--policy safety-only=runs/ablation-safety-only/final --policy weighted-sum=runs/ablation-weighted-sum/final \
+		--out runs/eval-ablation $(EVAL_ARGS)
