@@ -7,9 +7,8 @@
 #   make eval           safety evaluation of policies -> runs/eval (ARGS='--policy trained=runs/<run>/final --limit 30')
 #   make submit CONFIG=... ADDRESS=http://HEAD:8265 [ARGS='output_dir=/mnt/runs ...']   a run as a Ray job
 #   make report RUN=runs/<name>   PNG plots of a run's metrics -> runs/<name>/report/
-#   make align          the alignment recipe (runs/align), then base vs trained -> runs/eval-align
-#   make align-ablation the request-reading recipe (30 steps) with its gated reward, the safety label alone, and the four labels summed (no gate) -> runs/eval-ablation
-#   make align-reqhead  the recipe with the request-reading reward (runs/reward-model-reqhead) -> runs/align-reqhead, runs/eval-align-reqhead
+#   make align          the alignment recipe (builds runs/reward-model-reqhead first) -> runs/align, then base vs trained -> runs/eval-align
+#   make align-ablation the recipe with the safety label alone and with the four labels summed (no gate) -> runs/eval-align
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 VENV ?= .venv
@@ -63,65 +62,45 @@ eval: $(STAMP)
 	$(PY) -m evaluation --config cluster_configs/eval_sets.yaml --out runs/eval \
 		$(if $(wildcard $(REWARD_MODEL)/reward_model.json),--reward-model $(REWARD_MODEL)) $(ARGS)
 
-# The alignment recipes and the ablation (README, "The alignment recipe"). EVAL_ARGS go to the
-# evaluation, e.g. EVAL_ARGS='--limit 60' for a quicker look (a rerun reuses the answers
-# already in its --out folder).
-ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
-# $(call eval_sets,TRAIN_CONFIG,REWARD_MODEL): the evaluation of base and a recipe's policies
-eval_sets = $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(1) \
-	--reward-model $(2) --policy base=smollm2-135m-instruct --export-blind 200
-EVAL_SETS := $(call eval_sets,$(ALIGN_CONFIG),$(REWARD_MODEL))
-
-$(REWARD_MODEL)/reward_model.json: | $(STAMP)
-	$(MAKE) reward
-
-# XSTest's prompts in the reward model's test split, for the recipe's in-training evaluation.
-ALIGN_PROMPTS := runs/prompts/xstest_reward_test.jsonl
-runs/prompts/xstest_reward_test.jsonl: $(REWARD_MODEL)/reward_model.json
-	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source xstest --split test --out $@
-
-.PHONY: align
-align: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
-	$(PY) -m orchestration.train --config $(ALIGN_CONFIG) $(ARGS)
-	$(EVAL_SETS) --policy align=runs/align/final --out runs/eval-align $(EVAL_ARGS)
-
 clean:
 	rm -rf runs/local-smoke runs/bench
 
-# The recipe with the reward whose harmful_request head also reads the request (README, recipe
-# run 12): its own reward model, XSTest prompt files from that model's splits, and evaluation.
-REQHEAD_MODEL := runs/reward-model-reqhead
-REQHEAD_CONFIG := cluster_configs/align_smollm2_reqhead_cpu.yaml
-REQHEAD_PROMPTS := runs/prompts/xstest_reqhead_trainval.jsonl runs/prompts/xstest_reqhead_test.jsonl
+# The alignment recipe and its ablation (README, "The alignment recipe"). The recipe's reward is
+# the one whose harmful_request head also reads the request (runs/reward-model-reqhead), with
+# XSTest prompt files from that model's splits. EVAL_ARGS go to the evaluation, e.g.
+# EVAL_ARGS='--limit 60' for a quicker look (a rerun reuses the answers already in runs/eval-align).
+ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
+ALIGN_REWARD := runs/reward-model-reqhead
+ALIGN_PROMPTS := runs/prompts/xstest_reqhead_trainval.jsonl runs/prompts/xstest_reqhead_test.jsonl
+ALIGN_TRAIN = $(PY) -m orchestration.train --config $(ALIGN_CONFIG)
+ALIGN_EVAL = $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(ALIGN_CONFIG) \
+	--reward-model $(ALIGN_REWARD) --policy base=smollm2-135m-instruct --policy align=runs/align/final \
+	--export-blind 200 --out runs/eval-align
 
-.PHONY: reward-reqhead align-reqhead align-ablation
+.PHONY: reward-reqhead align align-ablation
 reward-reqhead: $(STAMP)
-	$(PY) -m reward_training.train --config cluster_configs/reward_default.yaml output=$(REQHEAD_MODEL) \
+	$(PY) -m reward_training.train --config cluster_configs/reward_default.yaml output=$(ALIGN_REWARD) \
 		'model.request_encoder.labels=[safety, harmful_request]' $(ARGS)
 
-$(REQHEAD_MODEL)/reward_model.json: | $(STAMP)
+$(ALIGN_REWARD)/reward_model.json: | $(STAMP)
 	$(MAKE) reward-reqhead
 
-runs/prompts/xstest_reqhead_trainval.jsonl: $(REQHEAD_MODEL)/reward_model.json
-	$(PY) -m reward_training.export_prompts --model $(REQHEAD_MODEL) --source xstest --out $@
+runs/prompts/xstest_reqhead_trainval.jsonl: $(ALIGN_REWARD)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(ALIGN_REWARD) --source xstest --out $@
 
-runs/prompts/xstest_reqhead_test.jsonl: $(REQHEAD_MODEL)/reward_model.json
-	$(PY) -m reward_training.export_prompts --model $(REQHEAD_MODEL) --source xstest --split test --out $@
+runs/prompts/xstest_reqhead_test.jsonl: $(ALIGN_REWARD)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(ALIGN_REWARD) --source xstest --split test --out $@
 
-align-reqhead: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
-	$(PY) -m orchestration.train --config $(REQHEAD_CONFIG) $(ARGS)
-	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) --policy align-reqhead=runs/align-reqhead/final \
-		--out runs/eval-align-reqhead $(EVAL_ARGS)
+align: $(STAMP) $(ALIGN_REWARD)/reward_model.json $(ALIGN_PROMPTS)
+	$(ALIGN_TRAIN) $(ARGS)
+	$(ALIGN_EVAL) $(EVAL_ARGS)
 
-# What the multi-objective reward buys (README, "What the multi-objective reward buys"): the
-# request-reading recipe at run 13's settings, three times, changing only how the reward combines its labels.
-ABLATION_TRAIN = $(PY) -m orchestration.train --config $(REQHEAD_CONFIG) steps=30 learner.loss.written_push_down_weight=0.25
-
-align-ablation: $(STAMP) $(REQHEAD_MODEL)/reward_model.json $(REQHEAD_PROMPTS)
-	$(ABLATION_TRAIN) run_name=ablation-gate $(ARGS)
-	$(ABLATION_TRAIN) run_name=ablation-safety-only reward.aggregation.mode=weighted_sum \
+# What the multi-objective reward buys (README): the recipe again, changing only how the reward
+# combines its labels (the recipe's own run is reused, or trained first if missing).
+align-ablation: $(STAMP) $(ALIGN_REWARD)/reward_model.json $(ALIGN_PROMPTS)
+	test -d runs/align/final || $(ALIGN_TRAIN) $(ARGS)
+	$(ALIGN_TRAIN) run_name=align-safety-only reward.aggregation.mode=weighted_sum \
 		'reward.aggregation.weights={safety: 1.0}' $(ARGS)
-	$(ABLATION_TRAIN) run_name=ablation-weighted-sum reward.aggregation.mode=weighted_sum $(ARGS)
-	$(call eval_sets,$(REQHEAD_CONFIG),$(REQHEAD_MODEL)) --policy gate=runs/ablation-gate/final \
-		--policy safety-only=runs/ablation-safety-only/final --policy weighted-sum=runs/ablation-weighted-sum/final \
-		--out runs/eval-ablation $(EVAL_ARGS)
+	$(ALIGN_TRAIN) run_name=align-weighted-sum reward.aggregation.mode=weighted_sum $(ARGS)
+	$(ALIGN_EVAL) --policy safety-only=runs/align-safety-only/final \
+		--policy weighted-sum=runs/align-weighted-sum/final $(EVAL_ARGS)
