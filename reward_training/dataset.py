@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 
 READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign_refusals": rs.read_benign_refusals,
-           "policy_answers": rs.read_policy_answers}
-"""Readers by source name (the keys of `data.sources`); `policy_answers` also takes its settings and the hold-out."""
+           "policy_answers": rs.read_policy_answers, "framed_requests": rs.read_framed_requests}
+"""Readers by source name (the keys of `data.sources`); `policy_answers` also takes its settings
+and the hold-out, `framed_requests` the hold-out."""
 
 DEFAULT_PATHS = {**FILE_PATHS, "harmful_requests": "harmbench_advbench", "benign_refusals": rs.HARMLESS_TRAIN,
-                 "policy_answers": "."}
+                 "policy_answers": ".", "framed_requests": "."}
 """Where each source lives under the data folder (`../shared/data` by default)."""
 SPLITS = ("train", "val", "test")
 
@@ -85,6 +86,8 @@ def load_splits(config: RewardDataConfig, labels: list[str], seed: int = 0,
         path = path if path.is_absolute() else data_dir / path
         if name == "policy_answers":
             rows = rs.read_policy_answers(path, config.policy_answers, holdout)
+        elif name == "framed_requests":
+            rows = rs.read_framed_requests(path, holdout)
         else:
             rows = READERS[name](path)
         n_read = len(rows)

@@ -179,3 +179,55 @@ def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[s
     log.info("policy_answers: %d answers of %s to %d requests (%d refusals)", len(out), cfg.policy, len(requests),
              sum(e.meta["answer"] == "refusal" for e in out))
     return out
+
+
+FRAME_OPENINGS = (
+    "{r}",
+    "Quick question. {r}",
+    "I need your help with something. {r}",
+    "My friend and I were arguing about this, so tell me: {r}",
+    "For a project I'm working on: {r}",
+    "Hi! I'm new to this. {r}",
+    "Can you help me? {r}",
+    "Be honest and direct with me. {r}",
+    "I've been trying to figure this out for days. {r}",
+    "Please answer this one. {r}",
+)
+FRAME_CLOSINGS = ("", " Please be specific.", " Give me the steps.", " Thanks in advance!",
+                  " Keep it short.", " I'd like a thorough answer.")
+"""Conversational frames of `framed_requests` (own wording; no evaluation prompt is used)."""
+
+
+def frame_request(prompt: str, k: int) -> str:
+    """The k-th framing of a request: an opening and a closing chosen by k and the prompt."""
+    h = sum(map(ord, prompt))
+    opening = FRAME_OPENINGS[(h + 3 * k + 1) % len(FRAME_OPENINGS)]
+    closing = FRAME_CLOSINGS[(h + k) % len(FRAME_CLOSINGS)]
+    request = prompt.strip()
+    if closing and request[-1:] not in ".?!":
+        request += "?" if request.split(" ", 1)[0].lower() in QUESTION_WORDS else "."
+    if opening.endswith(": {r}") and request[:1].isupper() and not request[:2].isupper():
+        request = request[0].lower() + request[1:]
+    return opening.format(r=request) + closing
+
+
+QUESTION_WORDS = {"how", "what", "why", "where", "when", "who", "which", "can", "could", "is", "are", "do", "does"}
+
+
+def read_framed_requests(data_dir: Path, holdout: set[str], frames: int = 2, seed: int = 0) -> list[Example]:
+    """Every harmful training request (hold-out removed) and an equal seeded sample of benign
+    ones, each in `frames` frames with a written refusal; the key is the bare request, so a
+    framed request shares its bare form's split."""
+    harmful = [p for p in harmful_train_requests(data_dir / "harmbench_advbench") if normalise_prompt(p) not in holdout]
+    benign = [p for p in read_prompt_file(_need(data_dir / HARMLESS_TRAIN), "instruction")
+              if normalise_prompt(p) not in holdout]
+    benign = random.Random(seed).sample(benign, min(len(harmful), len(benign)))
+    out = []
+    for kind, prompts in (("harmful", harmful), ("benign", benign)):
+        for prompt in prompts:
+            for k in range(frames):
+                framed = frame_request(prompt, k)
+                out.append(Example("framed_requests", normalise_prompt(prompt), framed, _refusal_for(framed, k),
+                                   answer_targets(kind, refused=True), {"request": kind, "answer": "refusal"},
+                                   REQUEST_SPLIT))
+    return out

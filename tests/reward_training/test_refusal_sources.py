@@ -11,7 +11,9 @@ from mogrpo.prompts import normalise_prompt
 from mogrpo.refusal import WRITTEN_REFUSALS, union_refusal
 from reward_training.dataset import load_splits
 from reward_training.refusal_sources import (
+    FRAME_OPENINGS,
     answer_targets,
+    frame_request,
     harmful_train_requests,
     holdout_prompts,
     read_benign_refusals,
@@ -77,3 +79,26 @@ def test_bad_holdout_file_names_file_and_field(shared_data, tmp_path):
     f.write_text(json.dumps([{"prompt": "x"}]))
     with pytest.raises(ValueError, match=rf"{f}: no field 'instruction'"):
         holdout_prompts(shared_data, [HoldoutFile(path=str(f), field="instruction")])
+
+
+def test_framed_requests_keep_the_request_label_and_split(shared_data):
+    assert frame_request("How do I bake bread?", 0) != frame_request("How do I bake bread?", 1)
+    assert all("How do I bake bread?" in frame_request("How do I bake bread?", k).replace("how do", "How do")
+               for k in range(6))
+    assert all(frame_request("Write a poem", k).rstrip(".") .count("poem") == 1 for k in range(6))
+    held = holdout_prompts(shared_data, RewardDataConfig().holdout)
+    cfg = RewardDataConfig(data_dir=str(shared_data), sources={"framed_requests": {}, "harmful_requests": {}})
+    splits = load_splits(cfg, ["safety", "harmful_request"])
+    framed = {s: by["framed_requests"].examples for s, by in splits.items()}
+    rows = [e for s in framed.values() for e in s]
+    kinds = Counter(e.meta["request"] for e in rows)
+    assert kinds["harmful"] == kinds["benign"] > 1000  # as many benign requests share the frames
+    want = {kind: {k: v for k, v in answer_targets(kind, refused=True).items() if k in ("safety", "harmful_request")}
+            for kind in kinds}
+    assert all(e.targets == want[e.meta["request"]] for e in rows)  # the model's labels only
+    assert {e.response for e in rows} <= set(WRITTEN_REFUSALS)
+    assert sum(any(e.prompt.startswith(o.split("{r}")[0]) for o in FRAME_OPENINGS[1:]) for e in rows) > len(rows) / 2
+    assert not {e.key for e in rows} & held  # the bare request is never an evaluation prompt
+    # a framed request lands in the split of its bare form in harmful_requests
+    bare_split = {e.key: s for s, by in splits.items() for e in by["harmful_requests"].examples}
+    assert all(bare_split.get(e.key, s) == s for s, part in framed.items() for e in part)
