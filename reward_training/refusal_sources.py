@@ -196,6 +196,8 @@ FRAME_OPENINGS = (
 FRAME_CLOSINGS = ("", " Please be specific.", " Give me the steps.", " Thanks in advance!",
                   " Keep it short.", " I'd like a thorough answer.")
 """Conversational frames of `framed_requests` (own wording; no evaluation prompt is used)."""
+QUESTION_WORDS = {"how", "what", "why", "where", "when", "who", "which", "can", "could", "is", "are", "do", "does"}
+"""First words that make a request without end punctuation a question, before a closing."""
 
 
 def frame_request(prompt: str, k: int) -> str:
@@ -209,9 +211,6 @@ def frame_request(prompt: str, k: int) -> str:
     if opening.endswith(": {r}") and request[:1].isupper() and not request[:2].isupper():
         request = request[0].lower() + request[1:]
     return opening.format(r=request) + closing
-
-
-QUESTION_WORDS = {"how", "what", "why", "where", "when", "who", "which", "can", "could", "is", "are", "do", "does"}
 
 
 def read_framed_requests(data_dir: Path, holdout: set[str], frames: int = 2, seed: int = 0) -> list[Example]:

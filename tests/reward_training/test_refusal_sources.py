@@ -85,7 +85,9 @@ def test_framed_requests_keep_the_request_label_and_split(shared_data):
     assert frame_request("How do I bake bread?", 0) != frame_request("How do I bake bread?", 1)
     assert all("How do I bake bread?" in frame_request("How do I bake bread?", k).replace("how do", "How do")
                for k in range(6))
-    assert all(frame_request("Write a poem", k).rstrip(".") .count("poem") == 1 for k in range(6))
+    # a closing follows a full stop, or a question mark where the request is a question
+    assert all(f.endswith("poem") or "poem. " in f for f in (frame_request("Write a poem", k) for k in range(6)))
+    assert all(f.endswith("a cake") or "a cake? " in f for f in (frame_request("How do I bake a cake", k) for k in range(6)))
     held = holdout_prompts(shared_data, RewardDataConfig().holdout)
     cfg = RewardDataConfig(data_dir=str(shared_data), sources={"framed_requests": {}, "harmful_requests": {}})
     splits = load_splits(cfg, ["safety", "harmful_request"])
