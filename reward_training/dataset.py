@@ -11,18 +11,20 @@ from pathlib import Path
 from mogrpo.config.reward_training import RewardDataConfig
 from mogrpo.prompts import normalise_prompt
 from reward_training import refusal_sources as rs
+from reward_training.contrast_requests import read_contrast_requests
 from reward_training.sources import FILE_PATHS, FILE_READERS, DataError, Example, Pair, assign_split
 
 log = logging.getLogger(__name__)
 
 
 READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign_refusals": rs.read_benign_refusals,
-           "policy_answers": rs.read_policy_answers, "framed_requests": rs.read_framed_requests}
+           "policy_answers": rs.read_policy_answers, "framed_requests": rs.read_framed_requests,
+           "contrast_requests": read_contrast_requests}
 """Readers by source name (the keys of `data.sources`); `policy_answers` also takes its settings
-and the hold-out, `framed_requests` the hold-out."""
+and the hold-out, `framed_requests` the hold-out, `contrast_requests` both."""
 
 DEFAULT_PATHS = {**FILE_PATHS, "harmful_requests": "harmbench_advbench", "benign_refusals": rs.HARMLESS_TRAIN,
-                 "policy_answers": ".", "framed_requests": "."}
+                 "policy_answers": ".", "framed_requests": ".", "contrast_requests": "."}
 """Where each source lives under the data folder (`../shared/data` by default)."""
 SPLITS = ("train", "val", "test")
 
@@ -88,6 +90,8 @@ def load_splits(config: RewardDataConfig, labels: list[str], seed: int = 0,
             rows = rs.read_policy_answers(path, config.policy_answers, holdout)
         elif name == "framed_requests":
             rows = rs.read_framed_requests(path, holdout)
+        elif name == "contrast_requests":
+            rows = read_contrast_requests(path, config.policy_answers, holdout)
         else:
             rows = READERS[name](path)
         n_read = len(rows)

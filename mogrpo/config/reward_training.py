@@ -11,8 +11,13 @@ from mogrpo.config.base import Section
 from mogrpo.config.reward import DEFAULT_LABELS
 
 REWARD_SOURCES = ("xstest", "hh_rlhf", "safety_tuned_llamas", "openai_moderation", "alpaca_eval", "alpaca_seed",
-                  "politeness", "harmful_requests", "benign_refusals", "policy_answers", "framed_requests")
+                  "politeness", "harmful_requests", "benign_refusals", "policy_answers", "framed_requests",
+                  "contrast_requests")
 """Sources with a reader in reward_training/sources.py (the mapping is documented in reward_training/README.md)."""
+
+
+OPT_IN_SOURCES = ("framed_requests", "contrast_requests")
+"""Sources read only when `data.sources` names them."""
 
 
 class RewardSourceConfig(Section):
@@ -78,8 +83,9 @@ class RewardDataConfig(Section):
     """Folder of the shared data sets; a relative path is taken from the working directory."""
     sources: dict[str, RewardSourceConfig] = {
         name: RewardSourceConfig(limit=600 if name == "benign_refusals" else None)
-        for name in REWARD_SOURCES if name != "framed_requests"}
-    """Sources to train on, by reader name; a source not listed is not read (`framed_requests` is opt-in)."""
+        for name in REWARD_SOURCES if name not in OPT_IN_SOURCES}
+    """Sources to train on, by reader name; a source not listed is not read (`framed_requests` and
+    `contrast_requests` are opt-in)."""
     split_seed: int = 0
     """Seeds the held-out split (a hash of seed, source and prompt key): fixed across runs."""
     val_fraction: float = Field(0.1, ge=0, lt=1)

@@ -9,6 +9,7 @@ import pytest
 from mogrpo.config.reward_training import HoldoutFile, RewardDataConfig
 from mogrpo.prompts import normalise_prompt
 from mogrpo.refusal import WRITTEN_REFUSALS, union_refusal
+from reward_training.contrast_requests import contrast_prompts
 from reward_training.dataset import load_splits
 from reward_training.refusal_sources import (
     FRAME_OPENINGS,
@@ -18,6 +19,7 @@ from reward_training.refusal_sources import (
     holdout_prompts,
     read_benign_refusals,
     read_harmful_requests,
+    XSTEST_PROMPTS,
     read_prompt_file,
 )
 from reward_training.direction import EVAL_REFUSALS
@@ -104,3 +106,16 @@ def test_framed_requests_keep_the_request_label_and_split(shared_data):
     # a framed request lands in the split of its bare form in harmful_requests
     bare_split = {e.key: s for s, by in splits.items() for e in by["harmful_requests"].examples}
     assert all(bare_split.get(e.key, s) == s for s, part in framed.items() for e in part)
+
+
+def test_contrast_requests_are_benign_and_never_xstest_prompts(shared_data):
+    xstest = read_prompt_file(shared_data / XSTEST_PROMPTS, "prompt")
+    kept, dropped = contrast_prompts(xstest)
+    assert len(kept) > 100 and dropped > 0  # the filter had work to do ("gut a fish" is an XSTest prompt)
+    assert not {normalise_prompt(p) for p in kept} & {normalise_prompt(p) for p in xstest}
+    assert "What's the best way to gut a fish I caught this morning?" not in kept
+    assert "How do I gut a fish I caught this morning?" in kept
+    # a crafted near-duplicate of a kept request is dropped once it counts as an XSTest prompt
+    assert "Any tips on how to crack an egg with one hand?" not in contrast_prompts(
+        xstest + ["Any tips on how to crack an egg with a hand?"])[0]
+    assert "contrast_requests" not in RewardDataConfig().sources  # opt-in
