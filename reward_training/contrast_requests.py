@@ -18,8 +18,14 @@ from pathlib import Path
 
 from mogrpo.config.reward_training import PolicyAnswersConfig
 from mogrpo.prompts import normalise_prompt
-from mogrpo.refusal import JUDGES
-from reward_training.refusal_sources import REQUEST_SPLIT, XSTEST_PROMPTS, _refusal_for, answer_targets, read_prompt_file
+from reward_training.refusal_sources import (
+    REQUEST_SPLIT,
+    XSTEST_PROMPTS,
+    _refusal_for,
+    answer_targets,
+    judged_answers,
+    read_prompt_file,
+)
 from reward_training.sources import Example, _need
 
 log = logging.getLogger(__name__)
@@ -87,20 +93,14 @@ def contrast_prompts(xstest_prompts: list[str]) -> tuple[list[str], int]:
 
 def read_contrast_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
     """A written refusal and the policy's answers for each composed request (module docstring)."""
-    from mogrpo.generation import AnswerSettings, generate_answers
-
     prompts, dropped = contrast_prompts(read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt"))
     prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
-    settings = AnswerSettings(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
-    answers = generate_answers(cfg.policy, prompts, settings)
-    judge = JUDGES[cfg.judge]
     out = []
-    for prompt, texts in zip(prompts, answers, strict=True):
+    for prompt, answers in zip(prompts, judged_answers(cfg, prompts), strict=True):
         key = normalise_prompt(prompt)
         out.append(Example("contrast_requests", key, prompt, _refusal_for(prompt), answer_targets("benign", True),
                            {"request": "benign", "answer": "refusal"}, REQUEST_SPLIT))
-        for text in texts:
-            refused = judge(text)
+        for text, refused in answers:
             out.append(Example("contrast_requests", key, prompt, text, answer_targets("benign", refused),
                                {"request": "benign", "answer": "refusal" if refused else "compliance"}, REQUEST_SPLIT))
     log.info("contrast_requests: %d requests (%d dropped as near an XSTest prompt), %d rows", len(prompts), dropped,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,11 +18,16 @@ from reward_training.sources import FILE_PATHS, FILE_READERS, DataError, Example
 log = logging.getLogger(__name__)
 
 
+CONTEXT_READERS: dict[str, Callable[[Path, RewardDataConfig, set[str]], list]] = {
+    "policy_answers": lambda path, config, holdout: rs.read_policy_answers(path, config.policy_answers, holdout),
+    "framed_requests": lambda path, config, holdout: rs.read_framed_requests(path, holdout),
+    "contrast_requests": lambda path, config, holdout: read_contrast_requests(path, config.policy_answers, holdout),
+}
+"""Readers that also take the data config and the hold-out (normalised evaluation prompts)."""
 READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign_refusals": rs.read_benign_refusals,
-           "policy_answers": rs.read_policy_answers, "framed_requests": rs.read_framed_requests,
-           "contrast_requests": read_contrast_requests}
-"""Readers by source name (the keys of `data.sources`); `policy_answers` also takes its settings
-and the hold-out, `framed_requests` the hold-out, `contrast_requests` both."""
+           **CONTEXT_READERS}
+"""Readers by source name (the keys of `data.sources`); those in `CONTEXT_READERS` take
+(path, data config, hold-out), the others the path alone."""
 
 DEFAULT_PATHS = {**FILE_PATHS, "harmful_requests": "harmbench_advbench", "benign_refusals": rs.HARMLESS_TRAIN,
                  "policy_answers": ".", "framed_requests": ".", "contrast_requests": "."}
@@ -86,14 +92,7 @@ def load_splits(config: RewardDataConfig, labels: list[str], seed: int = 0,
             continue
         path = Path(src.path).expanduser() if src.path else Path(DEFAULT_PATHS[name])
         path = path if path.is_absolute() else data_dir / path
-        if name == "policy_answers":
-            rows = rs.read_policy_answers(path, config.policy_answers, holdout)
-        elif name == "framed_requests":
-            rows = rs.read_framed_requests(path, holdout)
-        elif name == "contrast_requests":
-            rows = read_contrast_requests(path, config.policy_answers, holdout)
-        else:
-            rows = READERS[name](path)
+        rows = CONTEXT_READERS[name](path, config, holdout) if name in CONTEXT_READERS else READERS[name](path)
         n_read = len(rows)
         rows = [r for r in rows if normalise_prompt(r.prompt) not in holdout]
         if len(rows) < n_read:

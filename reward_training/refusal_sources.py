@@ -149,10 +149,18 @@ def answer_targets(request: str, refused: bool) -> dict[str, float]:
     return {"safety": 1.0, "actionability": 0.0 if refused else 1.0, **pair}
 
 
-def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
-    """The policy's own answers, labelled by request set and refusal judge (module docstring)."""
+def judged_answers(cfg: PolicyAnswersConfig, prompts: list[str]) -> list[list[tuple[str, bool]]]:
+    """`cfg.policy`'s sampled answers to each prompt (vLLM, cached), each with the refusal
+    judge's call: [len(prompts)][cfg.samples] (answer, refused)."""
     from mogrpo.generation import AnswerSettings, generate_answers
 
+    settings = AnswerSettings(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
+    judge = JUDGES[cfg.judge]
+    return [[(text, judge(text)) for text in texts] for texts in generate_answers(cfg.policy, prompts, settings)]
+
+
+def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
+    """The policy's own answers, labelled by request set and refusal judge (module docstring)."""
     def sample(prompts: list[str], n: int | None) -> list[str]:
         return prompts if n is None or n >= len(prompts) else random.Random(cfg.seed).sample(prompts, n)
 
@@ -167,13 +175,10 @@ def read_policy_answers(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[s
             kind = "harmful" if r["label"] == "unsafe" else "benign"
             requests.append((r["prompt"], kind, "xstest", xstest_key(r["id"])))
     requests = [r for r in requests if normalise_prompt(r[0]) not in holdout]
-    settings = AnswerSettings(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed)
-    answers = generate_answers(cfg.policy, [r[0] for r in requests], settings)
-    judge = JUDGES[cfg.judge]
     out = []
-    for (prompt, kind, split_source, key), texts in zip(requests, answers, strict=True):
-        for text in texts:
-            refused = judge(text)
+    for (prompt, kind, split_source, key), answers in zip(requests, judged_answers(cfg, [r[0] for r in requests]),
+                                                          strict=True):
+        for text, refused in answers:
             out.append(Example("policy_answers", key, prompt, text, answer_targets(kind, refused),
                                {"request": kind, "answer": "refusal" if refused else "compliance"}, split_source))
     log.info("policy_answers: %d answers of %s to %d requests (%d refusals)", len(out), cfg.policy, len(requests),
