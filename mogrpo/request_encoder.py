@@ -106,15 +106,17 @@ class RequestEncoder(nn.Module):
         return torch.stack([rows[r] for r in requests])
 
     def fingerprint(self) -> str:
-        """Hash of what decides the features (config, some weights, layers, length)."""
+        """Hash of what decides the features (config, some weights, layers, length). The top
+        layer's weights are in it, so a fine-tuned encoder never shares cached features."""
         h = hashlib.sha256()
         emb = self.body.get_input_embeddings().weight
         last = list(self.body.parameters())[-1]
+        top = list(self.body.layers[-1].parameters())
         for part in (self.body.config.to_json_string(), str(self.spec.layers), str(self.spec.max_length),
                      *([str(self.spec.pooling)] if self.spec.pooling != ["last"] else []),  # old keys stay valid
                      str(self.tokenizer.chat_template)):
             h.update(part.encode())
-        for t in (emb, last):
+        for t in (emb, last, *top):
             h.update(t.detach().float().contiguous().cpu().numpy().tobytes())
         return h.hexdigest()
 

@@ -6,7 +6,9 @@
 1. Read every enabled source (reward_training/sources.py) and give each row its split
    (train / val for early stopping / test for the reported metrics).
 2. Encode every (prompt, response) once with the frozen encoder; features are cached per
-   source, so a second run with other head settings skips this step.
+   source, so a second run with other head settings skips this step. With
+   `model.request_encoder.finetune`, the request encoder's top layers first train on a
+   request label (reward_training/request_finetune.py).
 3. Fit one head per label: masked pointwise loss on graded targets plus the
    Bradley-Terry loss on chosen/rejected pairs (reward_training/losses.py), AdamW,
    early stopping on the validation loss, the best epoch kept.
@@ -32,6 +34,7 @@ from reward_training import evaluate as ev
 from reward_training.dataset import SourceRows, load_splits, split_counts
 from reward_training.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
 from reward_training.losses import masked_pointwise_loss, pairwise_loss
+from reward_training.request_finetune import finetune_request_encoder
 from mogrpo.request_encoder import RequestEncoderSpec
 from mogrpo.reward_model import ModelSpec, RewardModel, build_reward_model
 from mogrpo.errors import UserError, report
@@ -44,7 +47,7 @@ def spec_from_config(cfg: RewardTrainConfig) -> ModelSpec:
     return ModelSpec(labels=list(m.labels), max_length=m.max_length, response_head_tokens=m.response_head_tokens,
                      head_hidden=m.head_hidden, head_dropout=m.head_dropout, layers=list(m.layers),
                      pooling=list(m.pooling),
-                     request_encoder=RequestEncoderSpec(**m.request_encoder.model_dump()) if m.request_encoder else None)
+                     request_encoder=RequestEncoderSpec(**m.request_encoder.model_dump(exclude={"finetune"})) if m.request_encoder else None)
 
 
 def batch_loss(model: RewardModel, data: FeatureSet, ex_idx: torch.Tensor, pair_idx: torch.Tensor,
@@ -153,6 +156,10 @@ def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | Non
         model.encoder.to("cuda")
         if model.request_encoder is not None:
             model.request_encoder.to("cuda")
+    tuned: dict = {}
+    tune = cfg.model.request_encoder.finetune if cfg.model.request_encoder else None
+    if tune is not None:  # 2a. the request encoder's top layers, on a request label
+        tuned = finetune_request_encoder(model.request_encoder, splits, tune, cfg.data.sources, cfg.train.seed)
     cache = FeatureCache.from_setting(cfg.feature_cache)
     feats = encode_sources(model, splits, cache, cfg.encode_batch_size)  # 2. features
     t_feat = time.time() - t0
@@ -167,7 +174,7 @@ def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | Non
         metrics = {f"test/{k}" if k.startswith("n/") else k: v for k, v in metrics.items()}
     if "val" in splits and splits["val"]:
         metrics.update({f"val/{k}": v for k, v in split_metrics(model, sets["val"], splits["val"]).items()})
-    metrics.update({**{f"train/best_epoch/{k}": v for k, v in fit["best_epoch"].items()},
+    metrics.update({**tuned, **{f"train/best_epoch/{k}": v for k, v in fit["best_epoch"].items()},
                     **{f"train/best_val_loss/{k}": round(v, 5) if math.isfinite(v) else None
                        for k, v in fit["best_val_loss"].items()},
                     "train/epochs_run": fit["epochs_run"], "train/feature_seconds": round(t_feat, 1),

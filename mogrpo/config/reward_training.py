@@ -114,6 +114,26 @@ class RewardDataConfig(Section):
         return self
 
 
+class RequestFinetuneConfig(Section):
+    """Fine-tune the request encoder's layers above `from_layer` on a request label before the
+    heads train (reward_training/request_finetune.py)."""
+
+    from_layer: int = Field(18, ge=0)
+    """Layers above this one train (up to the deepest of `layers`); this one and those below stay frozen."""
+    label: str = "harmful_request"
+    """The request label trained on (one of `model.labels`): each distinct request's mean target."""
+    epochs: int = Field(2, ge=1)
+    """Passes over the training requests; the epoch of lowest validation loss is kept."""
+    lr: float = Field(3e-5, gt=0)
+    """AdamW learning rate of the LM layers."""
+    probe_lr: float = Field(1e-3, gt=0)
+    """AdamW learning rate of the linear probe trained beside them (then dropped)."""
+    batch_size: int = Field(32, ge=1)
+    """Requests per step."""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW weight decay."""
+
+
 class RequestEncoderConfig(Section):
     """An LM that reads the request alone (mogrpo/request_encoder.py); the heads of `labels`
     read its features beside the pair encoder's."""
@@ -128,6 +148,15 @@ class RequestEncoderConfig(Section):
     """Labels whose heads read the request features (each must be in `model.labels`)."""
     max_length: int = Field(256, ge=8)
     """Tokens of the templated request; a longer one keeps its end."""
+    finetune: RequestFinetuneConfig | None = None
+    """Fine-tune the top layers on a request label first (null = the LM stays frozen)."""
+
+    @model_validator(mode="after")
+    def _finetune_below_top(self):
+        if self.finetune is not None and not self.finetune.from_layer < max(self.layers):
+            raise ValueError(f"finetune.from_layer {self.finetune.from_layer} must be below the deepest of "
+                             f"layers {self.layers} (the layers above it train)")
+        return self
 
 
 class RewardModelArchConfig(Section):
@@ -157,6 +186,9 @@ class RewardModelArchConfig(Section):
             unknown = [label for label in self.request_encoder.labels if label not in self.labels]
             if unknown:
                 raise ValueError(f"request_encoder.labels {unknown} are not in model.labels {self.labels}")
+            tune = self.request_encoder.finetune
+            if tune is not None and tune.label not in self.labels:
+                raise ValueError(f"request_encoder.finetune.label {tune.label!r} is not in model.labels {self.labels}")
         return self
 
 
