@@ -91,7 +91,7 @@ def hidden_states_at(encoder: RequestEncoder, requests: list[str], layer: int, b
     return out  # type: ignore[return-value]
 
 
-def _batches(states: list[torch.Tensor], batch_size: int, rng: random.Random | None):
+def batches(states: list[torch.Tensor], batch_size: int, rng: random.Random | None):
     """Index groups of similar length (shuffled when `rng`), with padded states and lengths."""
     order = sorted(range(len(states)), key=lambda i: len(states[i]))
     groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -106,7 +106,7 @@ def _loss(model: TopLayers, states, targets, weights, batch_size: int) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
-        for g, hidden, lengths in _batches(states, batch_size, None):
+        for g, hidden, lengths in batches(states, batch_size, None):
             logit = model(hidden, lengths).float().cpu()
             total += float((nn.functional.binary_cross_entropy_with_logits(logit, targets[g], reduction="none")
                             * weights[g]).sum())
@@ -118,6 +118,8 @@ def finetune_request_encoder(encoder: RequestEncoder, splits: Mapping[str, Mappi
                              seed: int = 0) -> dict:
     """Train the encoder's layers above `cfg.from_layer` on `cfg.label` (train split; the
     val split picks the epoch), in place -> metrics for metrics.json."""
+    from tqdm import tqdm
+
     t0 = time.time()
     torch.manual_seed(seed)
     train_req, train_y, train_w = request_targets(splits.get("train", {}), cfg.label, sources)
@@ -138,7 +140,9 @@ def finetune_request_encoder(encoder: RequestEncoder, splits: Mapping[str, Mappi
     best = (float("inf"), 0, None)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        for g, hidden, lengths in _batches(train_states, cfg.batch_size, rng):
+        steps = tqdm(batches(train_states, cfg.batch_size, rng), total=-(-len(train_states) // cfg.batch_size),
+                     desc=f"request encoder epoch {epoch}", unit="batch", dynamic_ncols=True)
+        for g, hidden, lengths in steps:
             logit = model(hidden, lengths).float().cpu()
             loss = (nn.functional.binary_cross_entropy_with_logits(logit, train_y[g], reduction="none")
                     * train_w[g]).sum() / train_w[g].sum()

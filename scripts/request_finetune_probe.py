@@ -26,27 +26,19 @@ from mogrpo.config.reward_training import RewardTrainConfig
 from mogrpo.request_encoder import RequestEncoderSpec, build_request_encoder
 from reward_training.dataset import load_splits, resolve_data_dir
 from reward_training.evaluate import BENIGN_HELD_OUT, HARMFUL_HELD_OUT, auroc
+from reward_training.request_finetune import TopLayers, batches, hidden_states_at, request_targets
 from reward_training.refusal_sources import XSTEST_PROMPTS, read_prompt_file, xstest_key
 from reward_training.sources import _read_csv, assign_split
 
 
-def request_targets(cfg: RewardTrainConfig, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Distinct requests with a harmful_request target in `split`: (prompts, target, weight)."""
+def split_targets(cfg: RewardTrainConfig, split: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Distinct requests with a harmful_request target in `split`: (requests, target, weight)."""
     data = cfg.data.model_copy(deep=True)
     for name in ("hh_rlhf", "openai_moderation", "politeness"):  # no harmful_request target
         if name in data.sources:
             data.sources[name].enabled = False
     rows = load_splits(data, ["harmful_request"], splits=(split,))[split]
-    acc: dict[str, list[float]] = {}
-    weight: dict[str, float] = {}
-    for name, r in rows.items():
-        w = cfg.data.sources[name].weight
-        for e in r.examples:
-            if "harmful_request" in e.targets and e.prompt.strip():
-                acc.setdefault(e.prompt, []).append(e.targets["harmful_request"])
-                weight[e.prompt] = max(weight.get(e.prompt, 0.0), w)
-    prompts = sorted(acc)
-    return prompts, np.array([np.mean(acc[p]) for p in prompts]), np.array([weight[p] for p in prompts])
+    return request_targets(rows, "harmful_request", data.sources)
 
 
 def eval_sets(cfg: RewardTrainConfig) -> dict[str, list[str]]:
@@ -62,60 +54,12 @@ def eval_sets(cfg: RewardTrainConfig) -> dict[str, list[str]]:
     return {"harmful": harmful, "benign": benign, "xstest_safe": xs["safe"], "xstest_unsafe": xs["unsafe"]}
 
 
-class TopLayers(nn.Module):
-    """Layers (from_layer, top] of the encoder body, its final norm, and a linear head on [last, mean]."""
-
-    def __init__(self, body, from_layer: int):
-        super().__init__()
-        self.layers = nn.ModuleList(body.layers[from_layer:])
-        self.norm, self.rotary = body.norm, body.rotary_emb
-        self.head = nn.Linear(2 * body.config.hidden_size, 1)
-
-    def pooled(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(hidden.shape[1]).unsqueeze(0).expand(hidden.shape[0], -1)
-        emb = self.rotary(hidden, pos)
-        for layer in self.layers:  # right padding + causal attention: real tokens never see the padding
-            hidden = layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=emb)
-        hidden = self.norm(hidden)
-        mask = (pos < lengths.unsqueeze(1)).unsqueeze(-1).float()
-        last = hidden[torch.arange(len(lengths)), lengths - 1]
-        return torch.cat([last, (hidden * mask).sum(1) / mask.sum(1)], dim=-1)
-
-
-@torch.no_grad()
-def hidden_at(enc, prompts: list[str], layer: int, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    order = sorted(set(prompts), key=len)
-    t0 = time.time()
-    for i in range(0, len(order), batch_size):
-        chunk = order[i:i + batch_size]
-        tok = enc.tokenizer([enc.template(p) for p in chunk], return_tensors="pt", padding=True, truncation=True,
-                            max_length=enc.spec.max_length, add_special_tokens=False)
-        hs = enc.body(**tok, output_hidden_states=True).hidden_states[layer]
-        for j, p in enumerate(chunk):
-            out[p] = hs[j, :int(tok["attention_mask"][j].sum())].clone()
-        if i % (batch_size * 40) == 0:
-            print(f"  cached {i + len(chunk)}/{len(order)} ({time.time() - t0:.0f} s)", flush=True)
-    return out
-
-
-def batches(prompts: list[str], cache, batch_size: int, shuffle: bool, rng: random.Random):
-    idx = sorted(range(len(prompts)), key=lambda i: len(cache[prompts[i]]))
-    groups = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
-    if shuffle:
-        rng.shuffle(groups)
-    for g in groups:
-        seqs = [cache[prompts[i]] for i in g]
-        lengths = torch.tensor([len(s) for s in seqs])
-        yield g, nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
-
-
-def scores(model: TopLayers, prompts: list[str], cache, batch_size: int = 64) -> np.ndarray:
-    out = np.zeros(len(prompts))
+def scores(model: TopLayers, states: list[torch.Tensor]) -> np.ndarray:
+    out = np.zeros(len(states))
     model.eval()
     with torch.inference_mode():
-        for g, h, lengths in batches(prompts, cache, batch_size, False, random.Random(0)):
-            out[g] = torch.sigmoid(model.head(model.pooled(h, lengths)).squeeze(-1)).numpy()
+        for g, hidden, lengths in batches(states, 64, None):
+            out[g.numpy()] = torch.sigmoid(model(hidden, lengths)).numpy()
     return out
 
 
@@ -147,49 +91,44 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     cfg = load_yaml_section(RewardTrainConfig, args.config, [])
-    train_p, train_y, train_w = request_targets(cfg, "train")
-    val_p, val_y, val_w = request_targets(cfg, "val")
+    train_p, y, w = split_targets(cfg, "train")
+    val_p, val_y, _ = split_targets(cfg, "val")
     ev = eval_sets(cfg)
-    print(f"train {len(train_p)} requests ({train_y.mean():.2f} harmful), val {len(val_p)}; eval "
+    print(f"train {len(train_p)} requests ({float(y.mean()):.2f} harmful), val {len(val_p)}; eval "
           + ", ".join(f"{k} {len(v)}" for k, v in ev.items()), flush=True)
-    enc = build_request_encoder(RequestEncoderSpec(**cfg.model.request_encoder.model_dump()))
-    cache = hidden_at(enc, train_p + val_p + [p for v in ev.values() for p in v], args.from_layer)
-    model = TopLayers(enc.body, args.from_layer)
-    results = []
-    # the frozen probe: head only, same [last, mean] view of the top layer
-    for p in model.layers.parameters():
+    enc = build_request_encoder(RequestEncoderSpec(**cfg.model.request_encoder.model_dump(exclude={"finetune"})))
+    every = train_p + val_p + [p for v in ev.values() for p in v]
+    states = dict(zip(every, hidden_states_at(enc, every, args.from_layer)))
+    train_s, val_s = [states[p] for p in train_p], [states[p] for p in val_p]
+    model = TopLayers(enc, args.from_layer)
+    for p in [*model.layers.parameters(), *model.norm.parameters()]:  # the frozen probe first: probe only
         p.requires_grad_(False)
-    plan = [("probe", 0.0, args.probe_epochs)] + [("finetune", args.lr, args.epochs)]
     rng = random.Random(0)
-    y, w = torch.tensor(train_y, dtype=torch.float32), torch.tensor(train_w, dtype=torch.float32)
-    for phase, lr, epochs in plan:
+    for phase, lr, epochs in [("probe", 0.0, args.probe_epochs), ("finetune", args.lr, args.epochs)]:
         if phase == "finetune":
             for p in model.layers.parameters():
                 p.requires_grad_(True)
-        groups = [{"params": model.head.parameters(), "lr": args.head_lr}]
+        groups = [{"params": model.probe.parameters(), "lr": args.head_lr}]
         if lr:
             groups.append({"params": model.layers.parameters(), "lr": lr})
         opt = torch.optim.AdamW(groups, weight_decay=0.01)
         for epoch in range(epochs):
             model.train()
-            t0, total = time.time(), 0.0
-            for g, h, lengths in batches(train_p, cache, args.batch_size, True, rng):
-                logit = model.head(model.pooled(h, lengths)).squeeze(-1)
-                loss = (nn.functional.binary_cross_entropy_with_logits(logit, y[g], reduction="none") * w[g]).sum() / w[g].sum()
+            t0 = time.time()
+            for g, hidden, lengths in batches(train_s, args.batch_size, rng):
+                loss = (nn.functional.binary_cross_entropy_with_logits(model(hidden, lengths), y[g], reduction="none")
+                        * w[g]).sum() / w[g].sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(g)
-            vs = scores(model, val_p, cache)
-            val_loss = float(np.mean(-(val_y * np.log(vs + 1e-7) + (1 - val_y) * np.log(1 - vs + 1e-7))))
-            print(f"{phase} epoch {epoch + 1}: train loss {total / len(train_p):.4f} val loss {val_loss:.4f} "
-                  f"val auroc {auroc(val_y >= 0.5, vs):.4f} ({time.time() - t0:.0f} s)", flush=True)
-            m = report(f"{phase}-{epoch + 1}", {k: scores(model, v, cache) for k, v in ev.items()})
-            m["val_loss"] = val_loss
-            results.append(m)
+            vs = scores(model, val_s)
+            vy = val_y.numpy()
+            val_loss = float(np.mean(-(vy * np.log(vs + 1e-7) + (1 - vy) * np.log(1 - vs + 1e-7))))
+            print(f"{phase} epoch {epoch + 1}: val loss {val_loss:.4f} val auroc {auroc(vy >= 0.5, vs):.4f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+            m = report(f"{phase}-{epoch + 1}", {k: scores(model, [states[p] for p in v]) for k, v in ev.items()})
             with open(args.out, "a") as f:
-                f.write(json.dumps({**m, **vars(args)}) + "\n")
-
+                f.write(json.dumps({**m, "val_loss": val_loss, **vars(args)}) + "\n")
 
 if __name__ == "__main__":
     main()
