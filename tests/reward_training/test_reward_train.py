@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mogrpo.config.reward_training import RequestEncoderConfig, RewardTrainConfig
+from mogrpo.config.reward_training import RequestEncoderConfig, RequestFinetuneConfig, RewardTrainConfig
 from mogrpo.request_encoder import RequestHead
 from mogrpo.reward_model import load_reward_model
 from reward_training.evaluate import evaluate
@@ -50,10 +50,12 @@ def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
 
 def test_train_with_a_request_encoder(shared_data, tmp_path):
     cfg = tiny_config(tmp_path / "rm", shared_data)
-    cfg.model.request_encoder = RequestEncoderConfig(source="tiny-llama", layers=[1, 2], pooling=["last", "mean"])
+    cfg.model.request_encoder = RequestEncoderConfig(source="tiny-llama", layers=[1, 2], pooling=["last", "mean"],
+                                                     finetune=RequestFinetuneConfig(from_layer=1, epochs=1))
     cfg.feature_cache = str(tmp_path / "cache")
     out = train(cfg)
     assert (out / "request_encoder" / "model.safetensors").is_file()
+    assert json.loads((out / "metrics.json").read_text())["train/request_finetune/best_epoch"] == 1
     rm = load_reward_model(out, threads=1)
     head = rm.heads["safety"]
     assert isinstance(head, RequestHead) and not isinstance(rm.heads["harmful_request"], RequestHead)
@@ -62,7 +64,8 @@ def test_train_with_a_request_encoder(shared_data, tmp_path):
     assert float(head.request_std.max()) > 1.0 or float(head.request_std.min()) < 1.0  # training statistics saved
     sources = len(json.loads((out / "metrics.json").read_text())["data/rows"])
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2 * sources  # pair and request features apart
-    # Scoring re-encodes the requests through the public path: the training metrics come back.
+    # Scoring re-encodes the requests through the public path, with the fine-tuned layer read
+    # back from the folder: the training metrics come back.
     metrics = json.loads((out / "metrics.json").read_text())
     again = evaluate(out, threads=1)
     assert again["safety/auroc_head"] == pytest.approx(metrics["safety/auroc_head"], abs=1e-3)
