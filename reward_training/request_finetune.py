@@ -56,7 +56,7 @@ class TopLayers(nn.Module):
         body = encoder.body
         self.layers = nn.ModuleList(body.layers[from_layer:])
         self.norm, self.rotary = body.norm, body.rotary_emb
-        self.probe = nn.Linear(2 * body.config.hidden_size, 1)
+        self.probe = nn.Linear(2 * body.config.hidden_size, 1).to(body.norm.weight.device)
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Right-padded hidden states [B, T, H] at `from_layer`, true lengths [B] -> logits [B]."""
@@ -153,6 +153,9 @@ def finetune_request_encoder(encoder: RequestEncoder, splits: Mapping[str, Mappi
         log.info("request encoder epoch %d: validation loss %.4f (%.0f s)", epoch, val_loss, time.time() - t0)
         if not val_req or val_loss < best[0]:
             best = (val_loss, epoch, copy.deepcopy(model.layers.state_dict()))
+    if best[2] is None:
+        raise ValueError(f"model.request_encoder.finetune: the validation loss was never finite (last {val_loss}); "
+                         f"lower finetune.lr ({cfg.lr})")
     model.layers.load_state_dict(best[2])
     encoder.body.eval()
     return {"train/request_finetune/best_epoch": best[1],

@@ -100,3 +100,11 @@ def test_bad_finetune_settings_are_named(tmp_path):
     with pytest.raises(ConfigError, match="finetune.epochs"):
         load_yaml_section(RewardTrainConfig, f, ["model.labels=[safety, harmful_request]",
                                                  "model.request_encoder.finetune.epochs=0"])
+
+
+def test_a_validation_loss_that_is_never_finite_is_named(monkeypatch):
+    monkeypatch.setattr("reward_training.request_finetune._loss", lambda *args: float("nan"))
+    splits = {"train": rows(HARMFUL[:2], BENIGN[:2]), "val": rows(HARMFUL[2:], BENIGN[2:])}
+    with pytest.raises(ValueError, match=r"validation loss was never finite .*lower finetune.lr"):
+        finetune_request_encoder(encoder(), splits, RequestFinetuneConfig(from_layer=1, epochs=1),
+                                 {"harmful_requests": RewardSourceConfig()})
