@@ -47,6 +47,16 @@ def request_targets(rows: Mapping[str, SourceRows], label: str, sources: Mapping
             torch.tensor([weights[p] for p in requests]))
 
 
+def run_layers(layers, rotary: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded hidden states [B, T, H] through decoder `layers` -> (hidden [B, T, H],
+    positions [B, T]). No mask: attention is causal, so real tokens never see the right padding."""
+    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0).expand(hidden.shape[0], -1)
+    emb = rotary(hidden, pos)
+    for layer in layers:
+        hidden = layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=emb)
+    return hidden, pos
+
+
 class TopLayers(nn.Module):
     """The encoder's layers above `from_layer` (shared with it, not copied), its final norm
     and a linear probe on the top layer's [last, mean] view."""
@@ -60,10 +70,7 @@ class TopLayers(nn.Module):
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Right-padded hidden states [B, T, H] at `from_layer`, true lengths [B] -> logits [B]."""
-        pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0).expand(hidden.shape[0], -1)
-        emb = self.rotary(hidden, pos)
-        for layer in self.layers:  # no mask: causal attention, so real tokens never see the right padding
-            hidden = layer(hidden, attention_mask=None, position_ids=pos, position_embeddings=emb)
+        hidden, pos = run_layers(self.layers, self.rotary, hidden)
         hidden = self.norm(hidden)
         mask = (pos < lengths.unsqueeze(1)).unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
         last = hidden[torch.arange(len(lengths), device=hidden.device), lengths - 1]
@@ -85,7 +92,9 @@ def hidden_states_at(encoder: RequestEncoder, requests: list[str], layer: int, b
         enc = encoder.tokenizer([encoder.template(requests[i]) for i in idx], return_tensors="pt", padding=True,
                                 truncation=True, max_length=encoder.spec.max_length, add_special_tokens=False)
         enc = {k: v.to(device) for k, v in enc.items()}
-        hidden = encoder.body(**enc, output_hidden_states=True).hidden_states[layer].float()
+        body = encoder.body  # only the layers up to `layer` run: the ones above train later
+        hidden, _ = run_layers(body.layers[:layer], body.rotary_emb, body.get_input_embeddings()(enc["input_ids"]))
+        hidden = hidden.float()
         for j, i in enumerate(idx):
             out[i] = hidden[j, :int(enc["attention_mask"][j].sum())].clone()
     return out  # type: ignore[return-value]

@@ -32,13 +32,10 @@ from reward_training.sources import _read_csv, assign_split
 
 
 def split_targets(cfg: RewardTrainConfig, split: str) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Distinct requests with a harmful_request target in `split`: (requests, target, weight)."""
-    data = cfg.data.model_copy(deep=True)
-    for name in ("hh_rlhf", "openai_moderation", "politeness"):  # no harmful_request target
-        if name in data.sources:
-            data.sources[name].enabled = False
-    rows = load_splits(data, ["harmful_request"], splits=(split,))[split]
-    return request_targets(rows, "harmful_request", data.sources)
+    """Distinct requests with a harmful_request target in `split`, read as a build reads them:
+    (requests, target, weight)."""
+    rows = load_splits(cfg.data, cfg.model.labels, cfg.train.seed, splits=(split,))[split]
+    return request_targets(rows, "harmful_request", cfg.data.sources)
 
 
 def eval_sets(cfg: RewardTrainConfig) -> dict[str, list[str]]:
