@@ -31,6 +31,7 @@ from mogrpo.errors import UserError
 
 FOLDER = "request_encoder"
 POOLINGS = ("last", "mean")  # views of a layer: the last templated token, the mean over its tokens
+PROBE_VIEWS = ("last", "mean")  # what a ProbeHead reads of the deepest layer, in this order
 
 
 class RequestEncoderError(UserError, ValueError):
@@ -46,6 +47,7 @@ class RequestEncoderSpec:
     pooling: list[str] = field(default_factory=lambda: ["last"])  # per layer: "last" token, "mean" over tokens
     labels: list[str] = field(default_factory=lambda: ["safety"])  # heads that read these features
     max_length: int = 256  # tokens of the templated request; a longer one keeps its end
+    probe_label: str | None = None  # a label whose head is a linear probe on the deepest layer's [last, mean] view
 
 
 class RequestEncoder(nn.Module):
@@ -58,6 +60,9 @@ class RequestEncoder(nn.Module):
         unknown = [how for how in spec.pooling if how not in POOLINGS]
         if unknown or not spec.pooling:
             raise RequestEncoderError(f"request_encoder.pooling {spec.pooling}: expected one or more of {list(POOLINGS)}")
+        if spec.probe_label is not None and not set(PROBE_VIEWS) <= set(spec.pooling):
+            raise RequestEncoderError(f"request_encoder.probe_label {spec.probe_label!r} needs pooling "
+                                      f"{list(PROBE_VIEWS)}, got {spec.pooling}")
         self.body, self.tokenizer, self.spec = body, tokenizer, spec
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -67,6 +72,14 @@ class RequestEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return len(self.spec.layers) * len(self.spec.pooling) * self.body.config.hidden_size
+
+    def probe_columns(self) -> torch.Tensor:
+        """Column indices, within `features`, of the deepest layer's PROBE_VIEWS -> [2 * H]: what
+        the fine-tuning probe reads."""
+        hidden, per_layer = self.body.config.hidden_size, len(self.spec.pooling)
+        top = self.spec.layers.index(max(self.spec.layers))
+        starts = [(top * per_layer + self.spec.pooling.index(how)) * hidden for how in PROBE_VIEWS]
+        return torch.cat([torch.arange(s, s + hidden) for s in starts])
 
     def template(self, request: str) -> str:
         if self.tokenizer.chat_template is None:
@@ -156,6 +169,20 @@ class RequestHead(nn.Module):
         pair, request = features[:, :self.pair_dim], features[:, self.pair_dim:]
         x = torch.cat([self.pair_norm(pair), (request - self.request_mean) / self.request_std], dim=-1)
         return self.net(x).squeeze(-1)  # [B]
+
+
+class ProbeHead(nn.Module):
+    """A request label's linear probe on some columns of the features [B, F + R] -> logit [B]:
+    the request encoder's fine-tuning probe (reward_training/request_finetune.py), kept as the
+    label's head instead of a head refit on the tuned features. Reads raw features, as trained."""
+
+    def __init__(self, columns: torch.Tensor):
+        super().__init__()
+        self.register_buffer("columns", columns, persistent=False)
+        self.linear = nn.Linear(len(columns), 1).requires_grad_(False)  # trained with the encoder, not by fit_heads
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(features[:, self.columns]).squeeze(-1)  # [B]
 
 
 def _check_layers(spec: RequestEncoderSpec, n_layers: int, where: str) -> None:

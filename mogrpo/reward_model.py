@@ -29,7 +29,7 @@ from torch import nn
 
 from mogrpo.atomic import write_folder_atomically
 from mogrpo.errors import MissingFileError, UserError
-from mogrpo.request_encoder import (FOLDER as REQUEST_FOLDER, RequestEncoder, RequestEncoderSpec, RequestHead,
+from mogrpo.request_encoder import (FOLDER as REQUEST_FOLDER, ProbeHead, RequestEncoder, RequestEncoderSpec, RequestHead,
                                     build_request_encoder, load_request_encoder)
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,22 @@ class ModelSpec:
         if isinstance(self.request_encoder, dict):
             self.request_encoder = RequestEncoderSpec(**self.request_encoder)
         if self.request_encoder is not None:
-            unknown = [label for label in self.request_encoder.labels if label not in self.labels]
+            unknown = [label for label in [*self.request_encoder.labels, self.request_encoder.probe_label]
+                       if label is not None and label not in self.labels]
             if unknown:
                 raise RewardModelError(f"request_encoder.labels {unknown} are not labels of the model ({self.labels})")
 
     @property
+    def probe_label(self) -> str | None:
+        """The label whose head is the request encoder's fine-tuning probe (a ProbeHead), if any."""
+        return self.request_encoder.probe_label if self.request_encoder is not None else None
+
+    @property
     def request_labels(self) -> list[str]:
-        return list(self.request_encoder.labels) if self.request_encoder is not None else []
+        """Labels with a RequestHead (pair and standardised request features); the probe's is not one."""
+        if self.request_encoder is None:
+            return []
+        return [label for label in self.request_encoder.labels if label != self.probe_label]
 
     def feature_dim(self, hidden_size: int) -> int:
         return len(self.pooling) * hidden_size * len(self.layers)
@@ -179,11 +188,17 @@ class RewardModel(nn.Module):
         self.encoder, self.tokenizer, self.spec, self.request_encoder = encoder, tokenizer, spec, request_encoder
         self.pair_dim = dim = spec.feature_dim(encoder.config.hidden_size)
         request_dim = request_encoder.dim if request_encoder is not None else 0
-        self.heads = nn.ModuleDict({
-            label: RequestHead(dim, request_dim, spec.head_hidden, spec.head_dropout) if label in spec.request_labels
-            else Head(dim, spec.head_hidden, spec.head_dropout) for label in spec.labels})
+        self.heads = nn.ModuleDict({label: self._head(label, dim, request_dim) for label in spec.labels})
         self.pairs_seen = 0
         self.pairs_truncated = 0
+
+    def _head(self, label: str, pair_dim: int, request_dim: int) -> nn.Module:
+        spec = self.spec
+        if label == spec.probe_label:
+            return ProbeHead(pair_dim + self.request_encoder.probe_columns())
+        if label in spec.request_labels:
+            return RequestHead(pair_dim, request_dim, spec.head_hidden, spec.head_dropout)
+        return Head(pair_dim, spec.head_hidden, spec.head_dropout)
 
     @property
     def labels(self) -> list[str]:
@@ -203,7 +218,7 @@ class RewardModel(nn.Module):
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
         """features [B, F (+ R)] -> logits [B, K], columns in `labels` order."""
         pair = features[:, :self.pair_dim]
-        request = set(self.spec.request_labels)
+        request = {*self.spec.request_labels, self.spec.probe_label}
         return torch.stack([self.heads[label](features if label in request else pair) for label in self.spec.labels],
                            dim=-1)
 

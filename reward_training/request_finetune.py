@@ -8,8 +8,9 @@ every distinct training request, do better (measurements in reward_training/READ
 Every request's hidden states at `from_layer` are computed once (the layers below stay
 frozen); each epoch runs only the layers above it, plus the LM's final norm and a linear
 probe on the top layer's [last token, mean over tokens] view. The epoch with the lowest
-validation loss is kept, written into the encoder in place; the probe is thrown away (the
-reward heads read the tuned features afterwards).
+validation loss is kept, written into the encoder in place, and its probe is returned: with
+`probe_head` it becomes the label's head (a ProbeHead); otherwise it is dropped and the
+reward heads read the tuned features afterwards.
 """
 
 from __future__ import annotations
@@ -124,9 +125,10 @@ def _loss(model: TopLayers, states, targets, weights, batch_size: int) -> float:
 
 def finetune_request_encoder(encoder: RequestEncoder, splits: Mapping[str, Mapping[str, SourceRows]],
                              cfg: RequestFinetuneConfig, sources: Mapping[str, RewardSourceConfig],
-                             seed: int = 0) -> dict:
+                             seed: int = 0) -> tuple[dict, nn.Linear]:
     """Train the encoder's layers above `cfg.from_layer` on `cfg.label` (train split; the
-    val split picks the epoch), in place -> metrics for metrics.json."""
+    val split picks the epoch), in place -> (metrics for metrics.json, the best epoch's probe
+    on the top layer's [last, mean] view, on the CPU)."""
     from tqdm import tqdm
 
     t0 = time.time()
@@ -161,12 +163,14 @@ def finetune_request_encoder(encoder: RequestEncoder, splits: Mapping[str, Mappi
         val_loss = _loss(model, val_states, val_y, val_w, 64) if val_req else float("nan")
         log.info("request encoder epoch %d: validation loss %.4f (%.0f s)", epoch, val_loss, time.time() - t0)
         if not val_req or val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(model.layers.state_dict()))
+            best = (val_loss, epoch, copy.deepcopy(model.state_dict()))
     if best[2] is None:
         raise ValueError(f"model.request_encoder.finetune: the validation loss was never finite (last {val_loss}); "
                          f"lower finetune.lr ({cfg.lr})")
-    model.layers.load_state_dict(best[2])
+    model.load_state_dict(best[2])
     encoder.body.eval()
-    return {"train/request_finetune/best_epoch": best[1],
-            "train/request_finetune/best_val_loss": round(best[0], 5) if val_req else None,
-            "train/request_finetune/requests": len(train_req), "train/request_finetune/seconds": round(time.time() - t0, 1)}
+    metrics = {"train/request_finetune/best_epoch": best[1],
+               "train/request_finetune/best_val_loss": round(best[0], 5) if val_req else None,
+               "train/request_finetune/requests": len(train_req),
+               "train/request_finetune/seconds": round(time.time() - t0, 1)}
+    return metrics, model.probe.cpu().requires_grad_(False)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from mogrpo.config import load_yaml_section, to_yaml
-from mogrpo.config.reward_training import RewardTrainConfig
+from mogrpo.config.reward_training import RequestEncoderConfig, RewardTrainConfig
 from reward_training import evaluate as ev
 from reward_training.dataset import SourceRows, load_splits, split_counts
 from reward_training.features import FeatureCache, FeatureSet, build_feature_set, encode_sources
@@ -47,7 +47,13 @@ def spec_from_config(cfg: RewardTrainConfig) -> ModelSpec:
     return ModelSpec(labels=list(m.labels), max_length=m.max_length, response_head_tokens=m.response_head_tokens,
                      head_hidden=m.head_hidden, head_dropout=m.head_dropout, layers=list(m.layers),
                      pooling=list(m.pooling),
-                     request_encoder=RequestEncoderSpec(**m.request_encoder.model_dump(exclude={"finetune"})) if m.request_encoder else None)
+                     request_encoder=request_spec(m.request_encoder) if m.request_encoder else None)
+
+
+def request_spec(cfg: RequestEncoderConfig) -> RequestEncoderSpec:
+    """The saved spec of a request encoder; with `finetune.probe_head`, the tuned label's head is the probe."""
+    probe = cfg.finetune.label if cfg.finetune is not None and cfg.finetune.probe_head else None
+    return RequestEncoderSpec(**cfg.model_dump(exclude={"finetune"}), probe_label=probe)
 
 
 def batch_loss(model: RewardModel, data: FeatureSet, ex_idx: torch.Tensor, pair_idx: torch.Tensor,
@@ -159,7 +165,9 @@ def train(cfg: RewardTrainConfig, splits: dict[str, dict[str, SourceRows]] | Non
     tuned: dict = {}
     tune = cfg.model.request_encoder.finetune if cfg.model.request_encoder else None
     if tune is not None:  # 2a. the request encoder's top layers, on a request label
-        tuned = finetune_request_encoder(model.request_encoder, splits, tune, cfg.data.sources, cfg.train.seed)
+        tuned, probe = finetune_request_encoder(model.request_encoder, splits, tune, cfg.data.sources, cfg.train.seed)
+        if spec.probe_label is not None:  # the probe is that label's head; fit_heads leaves it as it is
+            model.heads[spec.probe_label].linear.load_state_dict(probe.state_dict())
     cache = FeatureCache.from_setting(cfg.feature_cache)
     feats = encode_sources(model, splits, cache, cfg.encode_batch_size)  # 2. features
     t_feat = time.time() - t0

@@ -132,6 +132,9 @@ class RequestFinetuneConfig(Section):
     """Requests per step."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
+    probe_head: bool = False
+    """Keep the probe as `label`'s head (linear, on the deepest layer's [last, mean] view; needs both in
+    `pooling`) instead of dropping it and refitting that head on the tuned features."""
 
 
 class RequestEncoderConfig(Section):
@@ -152,10 +155,13 @@ class RequestEncoderConfig(Section):
     """Fine-tune the top layers on a request label first (null = the LM stays frozen)."""
 
     @model_validator(mode="after")
-    def _finetune_below_top(self):
+    def _finetune_fits(self):
         if self.finetune is not None and not self.finetune.from_layer < max(self.layers):
             raise ValueError(f"finetune.from_layer {self.finetune.from_layer} must be below the deepest of "
                              f"layers {self.layers} (the layers above it train)")
+        if self.finetune is not None and self.finetune.probe_head and not {"last", "mean"} <= set(self.pooling):
+            raise ValueError(f"finetune.probe_head reads the deepest layer's last and mean views: pooling "
+                             f"{self.pooling} must contain both")
         return self
 
 
@@ -205,6 +211,9 @@ class RewardOptimConfig(Section):
     """AdamW learning rate of the heads."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
+    probe_head: bool = False
+    """Keep the probe as `label`'s head (linear, on the deepest layer's [last, mean] view; needs both in
+    `pooling`) instead of dropping it and refitting that head on the tuned features."""
     pairwise_weight: float = Field(1.0, ge=0)
     """Weight of the Bradley-Terry pair loss beside the pointwise loss."""
     pointwise_loss: Literal["bce", "mse"] = "bce"

@@ -4,7 +4,7 @@ features that do not depend on batching, the cut LM it saves, and heads that rea
 import pytest
 import torch
 
-from mogrpo.request_encoder import RequestEncoderSpec, RequestHead, build_request_encoder
+from mogrpo.request_encoder import ProbeHead, RequestEncoderSpec, RequestHead, build_request_encoder
 from mogrpo.reward_model import ModelSpec, RewardModelError
 
 
@@ -47,6 +47,23 @@ def test_layers_out_of_range_are_named():
 def test_request_labels_must_be_model_labels():
     with pytest.raises(RewardModelError, match="request_encoder.labels"):
         ModelSpec(labels=["safety"], request_encoder=RequestEncoderSpec(labels=["harmful_request"]))
+    with pytest.raises(RewardModelError, match=r"request_encoder.labels \['refusal'\]"):
+        ModelSpec(labels=["safety"], request_encoder=RequestEncoderSpec(labels=["safety"], probe_label="refusal"))
+
+
+def test_a_probe_head_reads_the_deepest_layers_last_and_mean_views():
+    spec = RequestEncoderSpec(source="tiny-llama", layers=[2, 1], pooling=["mean", "last"], probe_label="harmful_request")
+    enc = build_request_encoder(spec)
+    h = enc.body.config.hidden_size
+    # features: layer 2 mean, layer 2 last, layer 1 mean, layer 1 last; the probe reads [last, mean] of layer 2
+    assert enc.probe_columns().tolist() == [*range(h, 2 * h), *range(0, h)]
+    head = ProbeHead(10 + enc.probe_columns())
+    assert not any(p.requires_grad for p in head.parameters())  # trained with the encoder, never refit
+    feats = torch.randn(3, 10 + enc.dim)
+    want = head.linear(torch.cat([feats[:, 10 + h:10 + 2 * h], feats[:, 10:10 + h]], -1)).squeeze(-1)
+    torch.testing.assert_close(head(feats), want)
+    with pytest.raises(ValueError, match=r"probe_label 'harmful_request' needs pooling \['last', 'mean'\]"):
+        build_request_encoder(RequestEncoderSpec(source="tiny-llama", layers=[1], probe_label="harmful_request"))
 
 
 def test_request_head_standardises_the_request_part():

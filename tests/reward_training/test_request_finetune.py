@@ -63,20 +63,24 @@ def test_finetune_changes_only_the_layers_above_and_keeps_the_best_epoch(monkeyp
     kept = {}
 
     def fake_val_loss(model, *args):
-        kept[len(kept) + 1] = {k: v.clone() for k, v in model.layers.state_dict().items()}
+        kept[len(kept) + 1] = {k: v.clone() for k, v in model.state_dict().items()}
         return next(losses)
 
     monkeypatch.setattr("reward_training.request_finetune._loss", fake_val_loss)
     splits = {"train": rows(HARMFUL[:3], BENIGN[:3]), "val": rows(HARMFUL[3:], BENIGN[3:])}
     cfg = RequestFinetuneConfig(from_layer=1, epochs=3, lr=1e-2, batch_size=2)
-    metrics = finetune_request_encoder(enc, splits, cfg, {"harmful_requests": RewardSourceConfig()})
+    metrics, probe = finetune_request_encoder(enc, splits, cfg, {"harmful_requests": RewardSourceConfig()})
     assert metrics["train/request_finetune/best_epoch"] == 2 and metrics["train/request_finetune/requests"] == 6
     after = enc.body.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
     assert changed and all(k.startswith("layers.1.") for k in changed)  # layer 2 only; norm and embeddings frozen
-    for k, v in kept[2].items():
-        torch.testing.assert_close(after[f"layers.1.{k[2:]}"], v)  # the weights of epoch 2, not of epoch 3
-    assert any(not torch.equal(kept[2][k], kept[3][k]) for k in kept[2])
+    for k, v in kept[2].items():  # the weights of epoch 2, not of epoch 3, in the layer and the probe
+        if k.startswith("layers."):
+            torch.testing.assert_close(after[f"layers.1.{k[len('layers.0.'):]}"], v)
+        elif k.startswith("probe."):
+            torch.testing.assert_close(probe.state_dict()[k[len("probe."):]], v)
+    assert any(not torch.equal(kept[2][k], kept[3][k]) for k in kept[2] if k.startswith("layers."))
+    assert not torch.equal(kept[2]["probe.weight"], kept[3]["probe.weight"])
     new = enc.features(HARMFUL + BENIGN)
     h = enc.body.config.hidden_size
     torch.testing.assert_close(new[:, :2 * h], feats[:, :2 * h])  # layer 1 (untuned) reads the same
@@ -97,6 +101,8 @@ def test_bad_finetune_settings_are_named(tmp_path):
     f.write_text("model:\n  labels: [safety]\n  request_encoder: {finetune: {from_layer: 18}}\n")
     with pytest.raises(ConfigError, match=r"finetune.label 'harmful_request' is not in model.labels \['safety'\]"):
         load_yaml_section(RewardTrainConfig, f, [])
+    with pytest.raises(ValueError, match=r"finetune.probe_head .* pooling \['last'\] must contain both"):
+        RequestEncoderConfig(pooling=["last"], finetune=RequestFinetuneConfig(probe_head=True))
     with pytest.raises(ConfigError, match="finetune.epochs"):
         load_yaml_section(RewardTrainConfig, f, ["model.labels=[safety, harmful_request]",
                                                  "model.request_encoder.finetune.epochs=0"])

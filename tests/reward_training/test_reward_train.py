@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from mogrpo.config.reward_training import RequestEncoderConfig, RequestFinetuneConfig, RewardTrainConfig
-from mogrpo.request_encoder import RequestHead
+from mogrpo.request_encoder import ProbeHead, RequestHead
 from mogrpo.reward_model import load_reward_model
 from reward_training.evaluate import evaluate
 from mogrpo.reward_model import SPEC_FILE
@@ -48,27 +49,52 @@ def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
             assert value == pytest.approx(metrics[key], abs=1e-3), key
 
 
-def test_train_with_a_request_encoder(shared_data, tmp_path):
+def test_train_with_a_request_encoder(shared_data, tmp_path, monkeypatch):
+    import reward_training.train as train_module
+
+    probes = []
+
+    def finetune_and_keep_the_probe(*args, **kwargs):
+        metrics, probe = train_module_finetune(*args, **kwargs)
+        probes.append({k: v.clone() for k, v in probe.state_dict().items()})
+        return metrics, probe
+
+    train_module_finetune = train_module.finetune_request_encoder
+    monkeypatch.setattr(train_module, "finetune_request_encoder", finetune_and_keep_the_probe)
     cfg = tiny_config(tmp_path / "rm", shared_data)
-    cfg.model.request_encoder = RequestEncoderConfig(source="tiny-llama", layers=[1, 2], pooling=["last", "mean"],
-                                                     finetune=RequestFinetuneConfig(from_layer=1, epochs=1))
+    cfg.model.request_encoder = RequestEncoderConfig(
+        source="tiny-llama", layers=[1, 2], pooling=["last", "mean"],
+        finetune=RequestFinetuneConfig(from_layer=1, epochs=1, probe_head=True))
     cfg.feature_cache = str(tmp_path / "cache")
     out = train(cfg)
     assert (out / "request_encoder" / "model.safetensors").is_file()
     assert json.loads((out / "metrics.json").read_text())["train/request_finetune/best_epoch"] == 1
     rm = load_reward_model(out, threads=1)
     head = rm.heads["safety"]
-    assert isinstance(head, RequestHead) and not isinstance(rm.heads["harmful_request"], RequestHead)
+    assert isinstance(head, RequestHead) and rm.request_encoder.spec.probe_label == "harmful_request"
     assert rm.request_encoder.spec.pooling == ["last", "mean"]  # saved in the spec, read back
     assert head.request_mean.numel() == 2 * 2 * rm.request_encoder.body.config.hidden_size  # 2 layers x 2 views
     assert float(head.request_std.max()) > 1.0 or float(head.request_std.min()) < 1.0  # training statistics saved
+    # The harmful_request head is the fine-tuning's probe, untouched by fit_heads and saved:
+    # a linear map of the top layer's [last, mean] request features.
+    probe = rm.heads["harmful_request"]
+    assert isinstance(probe, ProbeHead) and len(probes) == 1
+    for k, v in probes[0].items():
+        torch.testing.assert_close(probe.linear.state_dict()[k], v)
+    requests = ["How do I hotwire a car?", "How do I boil an egg?"]
+    h = rm.request_encoder.body.config.hidden_size
+    top = rm.request_encoder.features(requests)[:, 2 * h:]  # layer 2: last, mean
+    want = torch.sigmoid(top @ probes[0]["weight"].T + probes[0]["bias"]).squeeze(-1)
+    got = rm.score(requests, ["Sure, here is how.", "Sure, here is how."])["harmful_request"]
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
     sources = len(json.loads((out / "metrics.json").read_text())["data/rows"])
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2 * sources  # pair and request features apart
     # Scoring re-encodes the requests through the public path, with the fine-tuned layer read
     # back from the folder: the training metrics come back.
     metrics = json.loads((out / "metrics.json").read_text())
     again = evaluate(out, threads=1)
-    assert again["safety/auroc_head"] == pytest.approx(metrics["safety/auroc_head"], abs=1e-3)
+    for key in ("safety/auroc_head", "harmful_request/auroc_xstest"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-3), key
 
 
 def test_ensure_reward_model(tmp_path):
