@@ -211,9 +211,6 @@ class RewardOptimConfig(Section):
     """AdamW learning rate of the heads."""
     weight_decay: float = Field(0.01, ge=0)
     """AdamW weight decay."""
-    probe_head: bool = False
-    """Keep the probe as `label`'s head (linear, on the deepest layer's [last, mean] view; needs both in
-    `pooling`) instead of dropping it and refitting that head on the tuned features."""
     pairwise_weight: float = Field(1.0, ge=0)
     """Weight of the Bradley-Terry pair loss beside the pointwise loss."""
     pointwise_loss: Literal["bce", "mse"] = "bce"
