@@ -52,14 +52,13 @@ def test_train_tiny_save_load_score_and_evaluate(shared_data, tmp_path):
 def test_train_with_a_request_encoder(shared_data, tmp_path, monkeypatch):
     import reward_training.train as train_module
 
-    probes = []
+    probes, finetune = [], train_module.finetune_request_encoder
 
     def finetune_and_keep_the_probe(*args, **kwargs):
-        metrics, probe = train_module_finetune(*args, **kwargs)
+        metrics, probe = finetune(*args, **kwargs)
         probes.append({k: v.clone() for k, v in probe.state_dict().items()})
         return metrics, probe
 
-    train_module_finetune = train_module.finetune_request_encoder
     monkeypatch.setattr(train_module, "finetune_request_encoder", finetune_and_keep_the_probe)
     cfg = tiny_config(tmp_path / "rm", shared_data)
     cfg.model.request_encoder = RequestEncoderConfig(
