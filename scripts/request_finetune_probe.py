@@ -6,8 +6,9 @@ frozen features?
 
 Caches layer `--from-layer`'s hidden sequences of every request once, then trains the layers
 above it (to the encoder's deepest layer) and a linear head on the [last, mean] view of the
-top layer. Reports AUROC and the rates at 0.5 on the direction check's requests (held-out
-harmful, benign, XSTest safe test prompts), for the frozen probe and after each epoch.
+top layer. Reports AUROC and the flagged rates (at 0.5 and at other thresholds) on the direction
+check's requests (held-out harmful, benign, XSTest safe test prompts), for the frozen probe,
+after each epoch, and for the weight averages of two or more consecutive epochs.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def scores(model: TopLayers, states: list[torch.Tensor]) -> np.ndarray:
     return out
 
 
+def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform average of state dicts with the same keys (a weight average along the run)."""
+    return {k: sum(sd[k] for sd in states) / len(states) for k in states[0]}
+
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+"""Thresholds at which the flagged shares of harmful / benign / XSTest safe are reported."""
+
+
 def report(tag: str, s: dict[str, np.ndarray]) -> dict:
     m = {"tag": tag,
          "auroc_harmful_vs_xstest_safe": auroc(np.r_[np.ones(len(s["harmful"])), np.zeros(len(s["xstest_safe"]))],
@@ -70,6 +80,8 @@ def report(tag: str, s: dict[str, np.ndarray]) -> dict:
                                np.r_[s["xstest_unsafe"], s["xstest_safe"]])}
     for k, v in s.items():
         m[f"flagged/{k}"] = float((v >= 0.5).mean())
+    for t in THRESHOLDS:
+        m[f"at_{t}"] = "/".join(f"{float((s[k] >= t).mean()):.3f}" for k in ("harmful", "benign", "xstest_safe"))
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}), flush=True)
     return m
 
@@ -101,6 +113,7 @@ def main() -> None:
     for p in [*model.layers.parameters(), *model.norm.parameters()]:  # the frozen probe first: probe only
         p.requires_grad_(False)
     rng = random.Random(0)
+    snapshots = []
     for phase, lr, epochs in [("probe", 0.0, args.probe_epochs), ("finetune", args.lr, args.epochs)]:
         if phase == "finetune":
             for p in model.layers.parameters():
@@ -126,6 +139,12 @@ def main() -> None:
             m = report(f"{phase}-{epoch + 1}", {k: scores(model, [states[p] for p in v]) for k, v in ev.items()})
             with open(args.out, "a") as f:
                 f.write(json.dumps({**m, "val_loss": val_loss, **vars(args)}) + "\n")
+            if phase == "finetune":
+                snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    n = len(snapshots)
+    for first, last in [(a, b) for a in range(n) for b in range(a + 1, n)]:  # weight averages of epochs first..last
+        model.load_state_dict(average_weights(snapshots[first:last + 1]))
+        report(f"soup-{first + 1}-{last + 1}", {k: scores(model, [states[p] for p in v]) for k, v in ev.items()})
 
 if __name__ == "__main__":
     main()
