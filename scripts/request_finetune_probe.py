@@ -114,6 +114,12 @@ def main() -> None:
         p.requires_grad_(False)
     rng = random.Random(0)
     snapshots = []
+
+    def report_and_log(tag: str, **extra: float) -> None:
+        m = report(tag, {k: scores(model, [states[p] for p in v]) for k, v in ev.items()})
+        with open(args.out, "a") as f:
+            f.write(json.dumps({**m, **extra, **vars(args)}) + "\n")
+
     for phase, lr, epochs in [("probe", 0.0, args.probe_epochs), ("finetune", args.lr, args.epochs)]:
         if phase == "finetune":
             for p in model.layers.parameters():
@@ -136,15 +142,14 @@ def main() -> None:
             val_loss = float(np.mean(-(vy * np.log(vs + 1e-7) + (1 - vy) * np.log(1 - vs + 1e-7))))
             print(f"{phase} epoch {epoch + 1}: val loss {val_loss:.4f} val auroc {auroc(vy >= 0.5, vs):.4f} "
                   f"({time.time() - t0:.0f} s)", flush=True)
-            m = report(f"{phase}-{epoch + 1}", {k: scores(model, [states[p] for p in v]) for k, v in ev.items()})
-            with open(args.out, "a") as f:
-                f.write(json.dumps({**m, "val_loss": val_loss, **vars(args)}) + "\n")
+            report_and_log(f"{phase}-{epoch + 1}", val_loss=val_loss)
             if phase == "finetune":
                 snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     n = len(snapshots)
     for first, last in [(a, b) for a in range(n) for b in range(a + 1, n)]:  # weight averages of epochs first..last
         model.load_state_dict(average_weights(snapshots[first:last + 1]))
-        report(f"soup-{first + 1}-{last + 1}", {k: scores(model, [states[p] for p in v]) for k, v in ev.items()})
+        report_and_log(f"soup-{first + 1}-{last + 1}")
+
 
 if __name__ == "__main__":
     main()
