@@ -7,7 +7,7 @@
 #   make eval           safety evaluation of policies -> runs/eval (ARGS='--policy trained=runs/<run>/final --limit 30')
 #   make submit CONFIG=... ADDRESS=http://HEAD:8265 [ARGS='output_dir=/mnt/runs ...']   a run as a Ray job
 #   make report RUN=runs/<name>   PNG plots of a run's metrics -> runs/<name>/report/
-#   make align          the alignment recipe (builds runs/reward-model-reqhead first) -> runs/align, then base vs trained -> runs/eval-align
+#   make align          the alignment recipe (builds runs/reward-model first if missing) -> runs/align, then base vs trained -> runs/eval-align
 #   make align-ablation the recipe with the safety label alone and with the four labels summed (no gate) -> runs/eval-align
 
 PROFILE ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
@@ -66,38 +66,33 @@ clean:
 	rm -rf runs/local-smoke runs/bench
 
 # The alignment recipe and its ablation (README, "The alignment recipe"). The recipe's reward is
-# the one whose harmful_request head also reads the request (runs/reward-model-reqhead), with
-# XSTest prompt files from that model's splits. EVAL_ARGS go to the evaluation, e.g.
+# the default one ($(REWARD_MODEL), built by `make reward` if missing), with XSTest prompt files
+# from that model's splits. EVAL_ARGS go to the evaluation, e.g.
 # EVAL_ARGS='--limit 60' for a quicker look (a rerun reuses the answers already in runs/eval-align).
 ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
-ALIGN_REWARD := runs/reward-model-reqhead
-ALIGN_PROMPTS := runs/prompts/xstest_reqhead_trainval.jsonl runs/prompts/xstest_reqhead_test.jsonl
-ALIGN_TRAIN = $(PY) -m orchestration.train --config $(ALIGN_CONFIG)
+ALIGN_PROMPTS := runs/prompts/xstest_trainval.jsonl runs/prompts/xstest_test.jsonl
+ALIGN_TRAIN = $(PY) -m orchestration.train --config $(ALIGN_CONFIG) reward.model=$(REWARD_MODEL)
 ALIGN_EVAL = $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(ALIGN_CONFIG) \
-	--reward-model $(ALIGN_REWARD) --policy base=smollm2-135m-instruct --policy align=runs/align/final \
+	--reward-model $(REWARD_MODEL) --policy base=smollm2-135m-instruct --policy align=runs/align/final \
 	--export-blind 200 --out runs/eval-align
 
-.PHONY: reward-reqhead align align-ablation
-reward-reqhead: $(STAMP)
-	$(PY) -m reward_training.train --config cluster_configs/reward_default.yaml output=$(ALIGN_REWARD) \
-		'model.request_encoder.labels=[safety, harmful_request]' $(ARGS)
+.PHONY: align align-ablation
+$(REWARD_MODEL)/reward_model.json: | $(STAMP)
+	$(MAKE) reward ARGS=
 
-$(ALIGN_REWARD)/reward_model.json: | $(STAMP)
-	$(MAKE) reward-reqhead
+runs/prompts/xstest_trainval.jsonl: $(REWARD_MODEL)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source xstest --out $@
 
-runs/prompts/xstest_reqhead_trainval.jsonl: $(ALIGN_REWARD)/reward_model.json
-	$(PY) -m reward_training.export_prompts --model $(ALIGN_REWARD) --source xstest --out $@
+runs/prompts/xstest_test.jsonl: $(REWARD_MODEL)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source xstest --split test --out $@
 
-runs/prompts/xstest_reqhead_test.jsonl: $(ALIGN_REWARD)/reward_model.json
-	$(PY) -m reward_training.export_prompts --model $(ALIGN_REWARD) --source xstest --split test --out $@
-
-align: $(STAMP) $(ALIGN_REWARD)/reward_model.json $(ALIGN_PROMPTS)
+align: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 	$(ALIGN_TRAIN) $(ARGS)
 	$(ALIGN_EVAL) $(EVAL_ARGS)
 
 # What the multi-objective reward buys (README): the recipe again, changing only how the reward
 # combines its labels (the recipe's own run is reused, or trained first if missing).
-align-ablation: $(STAMP) $(ALIGN_REWARD)/reward_model.json $(ALIGN_PROMPTS)
+align-ablation: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 	test -d runs/align/final || $(ALIGN_TRAIN) $(ARGS)
 	$(ALIGN_TRAIN) run_name=align-safety-only reward.aggregation.mode=weighted_sum \
 		'reward.aggregation.weights={safety: 1.0}' $(ARGS)
