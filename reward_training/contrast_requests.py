@@ -1,16 +1,19 @@
-"""`contrast_requests` (opt-in): benign requests that sound harmful, so the request judgement
-learns that a word like "kill" or "shoot" does not make a request harmful.
+"""`contrast_requests` and `safety_questions` (opt-in): benign requests that sound harmful,
+so the request judgement learns that a word like "kill" or "shoot", or a request about
+staying safe, does not make a request harmful.
 
-The requests are ours, composed from safe senses of violent or criminal words (homonyms,
-figures of speech, games and fiction, cooking, definitions, history, public facts), the
-kinds of prompt XSTest's safe half tests. No XSTest prompt is used: any composed request
-whose word set is close to an XSTest prompt's (Jaccard >= `XSTEST_NEAR`) is dropped, so its
-test split stays unseen. Each request gets a written refusal (safe, not actionable, not a
-harmful request) and the policy's own answers (vLLM, cached, the `policy_answers` settings),
-labelled as answers to a benign request: safety 1, actionability 1 unless the refusal judge
-calls them refusals, harmful_request 0.
+The requests are ours. `contrast_requests` are composed from safe senses of violent or
+criminal words (homonyms, figures of speech, games and fiction, cooking, definitions,
+history, public facts), the kinds of prompt XSTest's safe half tests; `safety_questions` ask
+how to stay safe (home, kitchen, first aid, outdoors, road), the theme of Safety-Tuned
+LLaMAs' PhysicalSafetySafe set, which the default reward calls harmful (README, recipe run
+19). No evaluation prompt is used: any composed request whose word set is close to one of
+XSTest's prompts or of Safety-Tuned LLaMAs' physical-safety and controversial sets
+(Jaccard >= `EVAL_NEAR`) is dropped, so those sets stay unseen. Each request gets a written
+refusal (safe, not actionable, not a harmful request) and the policy's own answers (vLLM,
+cached, the `policy_answers` settings), labelled as answers to a benign request: safety 1,
+actionability 1 unless the refusal judge calls them refusals, harmful_request 0.
 """
-
 from __future__ import annotations
 
 import logging
@@ -70,39 +73,102 @@ SAFE_QUESTIONS = (
     "Where does Sherlock Holmes live in the stories?", "What weapons did samurai carry?",
     "How do police investigators collect fingerprints at a crime scene?", "How do firefighters put out a forest fire?",
 )
-XSTEST_NEAR = 0.5
-"""A composed request whose word set has at least this Jaccard similarity with an XSTest prompt's is dropped."""
+SAFETY_TASKS = (
+    # home and kitchen
+    "store bleach and other cleaning products so they never get mixed", "put out a small grease fire on my stove",
+    "check that the smoke alarms in my flat still work", "childproof the cupboard under my kitchen sink",
+    "use a space heater without a fire risk", "clean up a broken glass jar without cutting myself",
+    "keep food safe in the fridge during a power cut", "thaw a frozen turkey without food poisoning",
+    "store a petrol can for the lawn mower in my shed", "change a ceiling light fitting without getting a shock",
+    "charge my e-bike battery overnight without a fire risk", "sharpen and store kitchen knives",
+    # first aid and health
+    "treat a small kitchen burn", "help an adult who is choking on food", "clean and dress a deep cut on my hand",
+    "tell whether a bump on the head needs a doctor", "store prescription medicines away from my toddler",
+    "get rid of old medicines I no longer need", "cool down someone with heat exhaustion",
+    # outdoors and travel
+    "stay safe hiking alone in the mountains", "swim out of a rip current at the beach",
+    "shelter from lightning when caught outside in a storm", "drive on icy roads in winter",
+    "cycle safely in heavy city traffic", "keep my dog safe on a very hot day",
+    "pack an emergency kit for an earthquake", "watch a solar eclipse without hurting my eyes",
+    "use a chainsaw for the first time to cut firewood", "set up a ladder to clean the gutters",
+    "lift heavy moving boxes without hurting my back",
+)
+SAFETY_QUESTIONS = (
+    "What should I do if I smell gas in my house?", "Why should you never mix bleach with vinegar?",
+    "What should I do if my clothes catch fire?", "Why is water dangerous on an electrical fire?",
+    "What are the signs of carbon monoxide poisoning at home?", "How little water can a toddler drown in?",
+    "Why do you need to wear a helmet when skateboarding?", "What should I do if a bee stings my child?",
+    "How do I know if a used car seat is still safe for my baby?", "What should be in a home first-aid kit?",
+    "How often should I replace the batteries in a carbon monoxide detector?",
+    "Is it safe to leave a phone charging under my pillow?",
+)
+EVAL_NEAR = 0.5
+"""A composed request whose word set has at least this Jaccard similarity with an evaluation prompt's is dropped."""
+SAFETY_EVAL_SETS = ("safety_tuned_llamas/evaluation/I-PhysicalSafetySafe.json",
+                    "safety_tuned_llamas/evaluation/I-PhysicalSafetyUnsafe.json",
+                    "safety_tuned_llamas/evaluation/I-Controversial.json")
+"""Evaluation sets near whose prompts no `safety_questions` request may be (besides XSTest's)."""
 
 
 def _words(text: str) -> set[str]:
     return set(normalise_prompt(text).split())
 
 
-def contrast_prompts(xstest_prompts: list[str]) -> tuple[list[str], int]:
-    """The composed requests, minus those near an XSTest prompt -> (requests, how many were dropped)."""
-    composed = [tpl.format(t=task) for task in SAFE_SENSE_TASKS for tpl in TASK_TEMPLATES] + list(SAFE_QUESTIONS)
-    xs = [_words(p) for p in xstest_prompts]
+def composed_prompts(composed: list[str], avoid: list[str]) -> tuple[list[str], int]:
+    """`composed` minus the requests near a prompt of `avoid` -> (requests, how many were dropped)."""
+    avoid_words = [_words(p) for p in avoid]
 
     def near(prompt: str) -> bool:
         w = _words(prompt)
-        return any(len(w & x) / len(w | x) >= XSTEST_NEAR for x in xs)
+        return any(len(w & x) / len(w | x) >= EVAL_NEAR for x in avoid_words)
 
     kept = [p for p in composed if not near(p)]
     return kept, len(composed) - len(kept)
 
 
-def read_contrast_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
-    """A written refusal and the policy's answers for each composed request (module docstring)."""
-    prompts, dropped = contrast_prompts(read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt"))
-    prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
+def contrast_prompts(xstest_prompts: list[str]) -> tuple[list[str], int]:
+    """The composed `contrast_requests`, minus those near an XSTest prompt."""
+    return composed_prompts([tpl.format(t=task) for task in SAFE_SENSE_TASKS for tpl in TASK_TEMPLATES]
+                            + list(SAFE_QUESTIONS), xstest_prompts)
+
+
+def safety_prompts(eval_prompts: list[str]) -> tuple[list[str], int]:
+    """The composed `safety_questions`, minus those near an evaluation prompt."""
+    return composed_prompts([tpl.format(t=task) for task in SAFETY_TASKS for tpl in TASK_TEMPLATES]
+                            + list(SAFETY_QUESTIONS), eval_prompts)
+
+
+def _benign_request_rows(source: str, prompts: list[str], cfg: PolicyAnswersConfig) -> list[Example]:
+    """A written refusal and the policy's judged answers for each benign request."""
     out = []
     for prompt, answers in zip(prompts, judged_answers(cfg, prompts), strict=True):
         key = normalise_prompt(prompt)
-        out.append(Example("contrast_requests", key, prompt, _refusal_for(prompt), answer_targets("benign", True),
+        out.append(Example(source, key, prompt, _refusal_for(prompt), answer_targets("benign", True),
                            {"request": "benign", "answer": "refusal"}, REQUEST_SPLIT))
         for text, refused in answers:
-            out.append(Example("contrast_requests", key, prompt, text, answer_targets("benign", refused),
+            out.append(Example(source, key, prompt, text, answer_targets("benign", refused),
                                {"request": "benign", "answer": "refusal" if refused else "compliance"}, REQUEST_SPLIT))
+    return out
+
+
+def read_contrast_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
+    """`contrast_requests` rows (module docstring)."""
+    prompts, dropped = contrast_prompts(read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt"))
+    prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
+    out = _benign_request_rows("contrast_requests", prompts, cfg)
     log.info("contrast_requests: %d requests (%d dropped as near an XSTest prompt), %d rows", len(prompts), dropped,
              len(out))
+    return out
+
+
+def read_safety_questions(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
+    """`safety_questions` rows (module docstring)."""
+    avoid = read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt")
+    for path in SAFETY_EVAL_SETS:
+        avoid += read_prompt_file(_need(data_dir / path), "instructions")
+    prompts, dropped = safety_prompts(avoid)
+    prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
+    out = _benign_request_rows("safety_questions", prompts, cfg)
+    log.info("safety_questions: %d requests (%d dropped as near an evaluation prompt), %d rows", len(prompts),
+             dropped, len(out))
     return out

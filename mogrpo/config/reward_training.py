@@ -12,11 +12,11 @@ from mogrpo.config.reward import DEFAULT_LABELS
 
 REWARD_SOURCES = ("xstest", "hh_rlhf", "safety_tuned_llamas", "openai_moderation", "alpaca_eval", "alpaca_seed",
                   "politeness", "harmful_requests", "benign_refusals", "policy_answers", "framed_requests",
-                  "contrast_requests")
+                  "contrast_requests", "safety_questions")
 """Sources with a reader in reward_training/sources.py (the mapping is documented in reward_training/README.md)."""
 
 
-OPT_IN_SOURCES = ("framed_requests", "contrast_requests")
+OPT_IN_SOURCES = ("framed_requests", "contrast_requests", "safety_questions")
 """Sources read only when `data.sources` names them."""
 
 
@@ -84,8 +84,8 @@ class RewardDataConfig(Section):
     sources: dict[str, RewardSourceConfig] = {
         name: RewardSourceConfig(limit=600 if name == "benign_refusals" else None)
         for name in REWARD_SOURCES if name not in OPT_IN_SOURCES}
-    """Sources to train on, by reader name; a source not listed is not read (`framed_requests` and
-    `contrast_requests` are opt-in)."""
+    """Sources to train on, by reader name; a source not listed is not read (`OPT_IN_SOURCES`
+    are read only when listed)."""
     split_seed: int = 0
     """Seeds the held-out split (a hash of seed, source and prompt key): fixed across runs."""
     val_fraction: float = Field(0.1, ge=0, lt=1)

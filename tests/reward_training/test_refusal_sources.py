@@ -9,7 +9,7 @@ import pytest
 from mogrpo.config.reward_training import HoldoutFile, RewardDataConfig
 from mogrpo.prompts import normalise_prompt
 from mogrpo.refusal import WRITTEN_REFUSALS, union_refusal
-from reward_training.contrast_requests import contrast_prompts
+from reward_training.contrast_requests import SAFETY_EVAL_SETS, contrast_prompts, safety_prompts
 from reward_training.dataset import load_splits
 from reward_training.refusal_sources import (
     FRAME_OPENINGS,
@@ -119,3 +119,16 @@ def test_contrast_requests_are_never_xstest_prompts(shared_data):
     assert "Any tips on how to crack an egg with one hand?" not in contrast_prompts(
         xstest + ["Any tips on how to crack an egg with a hand?"])[0]
     assert "contrast_requests" not in RewardDataConfig().sources  # opt-in
+
+
+def test_safety_questions_are_never_near_an_evaluation_prompt(shared_data):
+    avoid = read_prompt_file(shared_data / XSTEST_PROMPTS, "prompt")
+    for path in SAFETY_EVAL_SETS:
+        avoid += read_prompt_file(shared_data / path, "instructions")
+    kept, _ = safety_prompts(avoid)
+    assert len(kept) > 80
+    assert not {normalise_prompt(p) for p in kept} & {normalise_prompt(p) for p in avoid}
+    assert "How do I treat a small kitchen burn?" in kept
+    # a crafted near-duplicate of a kept request is dropped once it counts as an evaluation prompt
+    assert "How do I treat a small kitchen burn?" not in safety_prompts(avoid + ["How to treat a small kitchen burn?"])[0]
+    assert "safety_questions" not in RewardDataConfig().sources  # opt-in
