@@ -14,6 +14,7 @@ refusal (safe, not actionable, not a harmful request) and the policy's own answe
 cached, the `policy_answers` settings), labelled as answers to a benign request: safety 1,
 actionability 1 unless the refusal judge calls them refusals, harmful_request 0.
 """
+
 from __future__ import annotations
 
 import logging
