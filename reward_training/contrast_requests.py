@@ -111,6 +111,14 @@ SAFETY_EVAL_SETS = ("safety_tuned_llamas/evaluation/I-PhysicalSafetySafe.json",
 """Evaluation sets near whose prompts no `safety_questions` request may be (besides XSTest's)."""
 
 
+def safety_eval_prompts(data_dir: Path) -> list[str]:
+    """The evaluation prompts no `safety_questions` request may be near: XSTest's and `SAFETY_EVAL_SETS`'."""
+    prompts = read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt")
+    for path in SAFETY_EVAL_SETS:
+        prompts += read_prompt_file(_need(data_dir / path), "instructions")
+    return prompts
+
+
 def _words(text: str) -> set[str]:
     return set(normalise_prompt(text).split())
 
@@ -152,24 +160,23 @@ def _benign_request_rows(source: str, prompts: list[str], cfg: PolicyAnswersConf
     return out
 
 
-def read_contrast_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
-    """`contrast_requests` rows (module docstring)."""
-    prompts, dropped = contrast_prompts(read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt"))
+def _read_composed(source: str, composed: tuple[list[str], int], cfg: PolicyAnswersConfig,
+                   holdout: set[str]) -> list[Example]:
+    """Rows of one composed source, from (requests kept, how many were dropped as near an evaluation prompt)."""
+    prompts, dropped = composed
     prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
-    out = _benign_request_rows("contrast_requests", prompts, cfg)
-    log.info("contrast_requests: %d requests (%d dropped as near an XSTest prompt), %d rows", len(prompts), dropped,
+    out = _benign_request_rows(source, prompts, cfg)
+    log.info("%s: %d requests (%d dropped as near an evaluation prompt), %d rows", source, len(prompts), dropped,
              len(out))
     return out
 
 
+def read_contrast_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
+    """`contrast_requests` rows (module docstring)."""
+    xstest = read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt")
+    return _read_composed("contrast_requests", contrast_prompts(xstest), cfg, holdout)
+
+
 def read_safety_questions(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
     """`safety_questions` rows (module docstring)."""
-    avoid = read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt")
-    for path in SAFETY_EVAL_SETS:
-        avoid += read_prompt_file(_need(data_dir / path), "instructions")
-    prompts, dropped = safety_prompts(avoid)
-    prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
-    out = _benign_request_rows("safety_questions", prompts, cfg)
-    log.info("safety_questions: %d requests (%d dropped as near an evaluation prompt), %d rows", len(prompts),
-             dropped, len(out))
-    return out
+    return _read_composed("safety_questions", safety_prompts(safety_eval_prompts(data_dir)), cfg, holdout)

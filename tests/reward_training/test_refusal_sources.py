@@ -9,7 +9,7 @@ import pytest
 from mogrpo.config.reward_training import HoldoutFile, RewardDataConfig
 from mogrpo.prompts import normalise_prompt
 from mogrpo.refusal import WRITTEN_REFUSALS, union_refusal
-from reward_training.contrast_requests import SAFETY_EVAL_SETS, contrast_prompts, safety_prompts
+from reward_training.contrast_requests import contrast_prompts, safety_eval_prompts, safety_prompts
 from reward_training.dataset import load_splits
 from reward_training.refusal_sources import (
     FRAME_OPENINGS,
@@ -122,9 +122,8 @@ def test_contrast_requests_are_never_xstest_prompts(shared_data):
 
 
 def test_safety_questions_are_never_near_an_evaluation_prompt(shared_data):
-    avoid = read_prompt_file(shared_data / XSTEST_PROMPTS, "prompt")
-    for path in SAFETY_EVAL_SETS:
-        avoid += read_prompt_file(shared_data / path, "instructions")
+    avoid = safety_eval_prompts(shared_data)
+    assert len(avoid) > 450 + 200  # XSTest's 450 and Safety-Tuned LLaMAs' 240
     kept, _ = safety_prompts(avoid)
     assert len(kept) > 80
     assert not {normalise_prompt(p) for p in kept} & {normalise_prompt(p) for p in avoid}
