@@ -197,10 +197,14 @@ class RolloutWorker:
                     lost = sorted(waiting - set(self.finished))
                     raise RuntimeError(f"{self.name}: the engine has nothing left to run, but requests {lost[:3]} "
                                        "never finished")
-                for output in self.llm.llm_engine.step():
-                    if output.finished:
-                        self.finished[output.request_id] = (output, self.version)
-                        self.in_flight -= 1
+                self._step()
+
+    def _step(self) -> None:
+        """One engine step (the caller holds `engine_lock`); finished outputs wait in `finished`."""
+        for output in self.llm.llm_engine.step():
+            if output.finished:
+                self.finished[output.request_id] = (output, self.version)
+                self.in_flight -= 1
 
     def _written_rows(self, sampled: dict, sampling: SamplingSettings, group_id: int) -> list[dict]:
         """The group's written responses, tokenised as the policy would emit them (text, then

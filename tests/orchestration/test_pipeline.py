@@ -48,20 +48,48 @@ def test_staleness_is_bounded_on_a_real_run(ray_local, tmp_path, quick_reward_mo
     assert all(0 <= records[s][key] <= 1 for s in records for key in ("pipeline/learner_idle", "pipeline/rollout_idle"))
 
 
+class HoldsOneChunkForAnUpdate(RolloutWorker):
+    """Takes one engine step of the first chunk of the second batch (group `HELD_GROUP`), then
+    waits until the learner's first update has landed before finishing it: that chunk's responses
+    span the update whatever the speed of the machine."""
+
+    HELD_GROUP = 2  # prompts_per_step = 2 and one group per chunk: the second batch's first chunk
+
+    def generate(self, prompts, sampling, first_group_id=0, expected_version=None):
+        self.holding = first_group_id == self.HELD_GROUP and self.version == 0
+        return super().generate(prompts, sampling, first_group_id, expected_version)
+
+    def _run_until_done(self, request_ids):
+        if self.holding:
+            self.holding = False
+            with self.engine_lock:
+                self._step()  # the prompt and the first token, with version 0's weights
+            deadline = time.monotonic() + 300
+            while self.version == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return super()._run_until_done(request_ids)
+
+
 @pytest.mark.slow
-def test_partial_rollout_updates_workers_mid_response_and_still_trains(ray_local, tmp_path, quick_reward_model):
-    # Long responses of the tiny model: chunks are still generating when the learner's update lands.
+def test_partial_rollout_updates_workers_mid_response_and_still_trains(ray_local, tmp_path, quick_reward_model,
+                                                                      monkeypatch):
+    import orchestration.actors
+
+    start = orchestration.actors.start_actor
+    monkeypatch.setattr(orchestration.actors, "start_actor", lambda role, *a, **kw: start(
+        role, *a, **kw, **({"actor_class": HoldsOneChunkForAnUpdate} if role == "rollout" else {})))
+    # One chunk at a time on the worker, so the held chunk holds the engine and nothing else finishes it.
     cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=4) + [
         "rollout.max_staleness=1", "rollout.partial_rollout=true", "rollout.chunk_groups=1",
-        "rollout.max_new_tokens=256", "checkpoint.every=0"])
+        "rollout.max_chunks_per_worker=1", "rollout.max_new_tokens=32", "checkpoint.every=0"])
     run(cfg)
     run_dir = tmp_path / "e2e"
     records = run_metrics(run_dir)
     assert sorted(records) == [1, 2, 3, 4] and records[4]["policy_version"] == 4
     rows = [r for s in range(1, 5) for r in pq.read_table(run_dir / "rollouts" / f"step-{s:06d}.parquet").to_pylist()]
     assert all(r["policy_version"] <= r["policy_version_last"] and 0 <= r["staleness"] <= 1 for r in rows)
-    mixed = [r for r in rows if r["policy_version_last"] > r["policy_version"]]
-    assert mixed, "no trained response spans a weight update"
+    held = [r for r in rows if r["group_id"] == HoldsOneChunkForAnUpdate.HELD_GROUP]
+    assert held and all((r["policy_version"], r["policy_version_last"]) == (0, 1) for r in held), held
     assert max(records[s]["pipeline/mixed_version_share"] for s in records) > 0
     assert all(math.isfinite(records[s]["loss"]) for s in records)
 
