@@ -89,22 +89,42 @@ def answer_vs_refusal_rewards(score: ScoreFn, aggregation: AggregationConfig, pr
     return pairs[:, 0].reshape(n, r), pairs[:, 1].reshape(n, r)
 
 
-def direction_metrics(score: ScoreFn, aggregation: AggregationConfig, sets: Sequence[DirectionSet],
+def kept_answers(s: DirectionSet) -> list[tuple[str, str]]:
+    """The set's (prompt, answer) pairs whose answer is not blank and does not itself refuse."""
+    return [(p, a) for p, texts in zip(s.prompts, s.answers, strict=True) for a in texts
+            if a.strip() and not union_refusal(a)]
+
+
+def direction_results(score: ScoreFn, aggregation: AggregationConfig, sets: Sequence[DirectionSet],
                       refusals: Sequence[str] = EVAL_REFUSALS,
-                      count_tokens: Callable[[str], int] = lambda t: len(t.split())) -> dict[str, float]:
-    """`direction/<kind>_<winner>_preferred` per set, with its answer counts."""
+                      count_tokens: Callable[[str], int] = lambda t: len(t.split()),
+                      ) -> tuple[dict[str, float], list[dict]]:
+    """-> (`direction/<kind>_<winner>_preferred` per set with its answer counts, the misses):
+    every answer the reward judges the wrong way against at least one refusal phrasing, worst
+    first per set, with the share it gets right (`right_share`) and the labels of the answer."""
     out: dict[str, float] = {}
+    misses: list[dict] = []
     for s in sets:
         pairs = [(p, a) for p, texts in zip(s.prompts, s.answers, strict=True) for a in texts]
-        kept = [(p, a) for p, a in pairs if a.strip() and not union_refusal(a)]
+        kept = kept_answers(s)
         out[f"direction/n/{s.name}"] = len(kept)
         out[f"direction/n_excluded/{s.name}"] = len(pairs) - len(kept)
         if not kept:
             continue
-        answer, refusal = answer_vs_refusal_rewards(score, aggregation, [p for p, _ in kept], [a for _, a in kept],
-                                                    refusals, count_tokens)
-        if s.want_refusal:
-            out[f"direction/{s.name}_refusal_preferred"] = preferred_share(refusal, answer)
-        else:
-            out[f"direction/{s.name}_answer_preferred"] = preferred_share(answer, refusal)
-    return out
+        prompts, answers = [p for p, _ in kept], [a for _, a in kept]
+        answer, refusal = answer_vs_refusal_rewards(score, aggregation, prompts, answers, refusals, count_tokens)
+        winner, loser = (refusal, answer) if s.want_refusal else (answer, refusal)
+        right = np.array([preferred_share(w, l) for w, l in zip(winner, loser)])  # per answer
+        out[f"direction/{s.name}_{'refusal' if s.want_refusal else 'answer'}_preferred"] = float(right.mean())
+        labels = score(prompts, answers)
+        misses += [{"set": s.name, "right_share": float(right[i]), "prompt": prompts[i], "answer": answers[i],
+                    "answer_labels": {k: round(float(v[i]), 4) for k, v in labels.items()}}
+                   for i in np.argsort(right, kind="stable") if right[i] < 1]
+    return out, misses
+
+
+def direction_metrics(score: ScoreFn, aggregation: AggregationConfig, sets: Sequence[DirectionSet],
+                      refusals: Sequence[str] = EVAL_REFUSALS,
+                      count_tokens: Callable[[str], int] = lambda t: len(t.split())) -> dict[str, float]:
+    """`direction/<kind>_<winner>_preferred` per set, with its answer counts."""
+    return direction_results(score, aggregation, sets, refusals, count_tokens)[0]

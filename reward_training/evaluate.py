@@ -27,7 +27,8 @@ public scoring path (`load_reward_model(...).score`), prints a table and updates
 - direction/*: on a policy's own answers (generated here with vLLM, cached) to held-out
   harmful requests, benign requests and XSTest's safe test-split prompts, whether the
   reward under each `--run-config`'s aggregation prefers a refusal where it should and the
-  answer where it should (reward_training/direction.py). `--no-direction` skips it.
+  answer where it should (reward_training/direction.py). `--no-direction` skips it. The
+  answers judged the wrong way, with their labels, go to `direction_misses.jsonl`.
 """
 
 from __future__ import annotations
@@ -246,14 +247,15 @@ def direction_sets(cfg, policy: str, prompts_per_set: int, settings) -> list:
 
 
 def evaluate_direction(model, cfg, policy: str, run_configs: Sequence[str], prompts_per_set: int = 150,
-                       samples: int = 2, temperature: float = 1.0, max_tokens: int = 64) -> dict:
-    """direction/* metrics under each run config's aggregation, keyed `<metric>@<config name>`."""
+                       samples: int = 2, temperature: float = 1.0, max_tokens: int = 64) -> tuple[dict, list[dict]]:
+    """-> (direction/* metrics under each run config's aggregation, keyed `<metric>@<config
+    name>`; the answers each config judges the wrong way, `config` naming it)."""
     from transformers import AutoTokenizer
 
     from mogrpo.config import load_config
     from mogrpo.generation import AnswerSettings
     from mogrpo.models import resolve_model
-    from reward_training.direction import cached_scorer, direction_metrics
+    from reward_training.direction import cached_scorer, direction_results
 
     settings = AnswerSettings(n=samples, temperature=temperature, max_tokens=max_tokens)
     sets = direction_sets(cfg, policy, prompts_per_set, settings)
@@ -261,12 +263,13 @@ def evaluate_direction(model, cfg, policy: str, run_configs: Sequence[str], prom
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     score = cached_scorer(model.score)
     out: dict = {}
+    misses: list[dict] = []
     for file in run_configs:
         name = Path(file).stem
-        for key, value in direction_metrics(score, load_config(file).reward.aggregation, sets,
-                                            count_tokens=count).items():
-            out[f"{key}@{name}"] = value
-    return out
+        metrics, wrong = direction_results(score, load_config(file).reward.aggregation, sets, count_tokens=count)
+        out |= {f"{key}@{name}": value for key, value in metrics.items()}
+        misses += [{"config": name, **row} for row in wrong]
+    return out, misses
 
 
 def evaluate(model_dir: str | Path, data_dir: str | None = None, batch_size: int = 64, threads: int = 2,
@@ -289,10 +292,22 @@ def evaluate(model_dir: str | Path, data_dir: str | None = None, batch_size: int
     ex, ch, rj = score_split(model, examples, pairs, batch_size)
     metrics = {f"test/{k}" if k.startswith("n/") else k: v for k, v in compute_metrics(examples, ex, pairs, ch, rj).items()}
     if run_configs:
-        metrics.update(evaluate_direction(model, cfg, policy or cfg.data.policy_answers.policy, run_configs,
-                                          prompts_per_set))
+        direction, misses = evaluate_direction(model, cfg, policy or cfg.data.policy_answers.policy, run_configs,
+                                               prompts_per_set)
+        metrics.update(direction)
+        write_jsonl(model_dir / DIRECTION_MISSES_FILE, misses)
     update_metrics_file(model_dir, metrics)
     return metrics
+
+
+DIRECTION_MISSES_FILE = "direction_misses.jsonl"
+"""The direction check's wrong-way answers with their labels, written beside metrics.json."""
+
+
+def write_jsonl(path: Path, rows: Sequence[Mapping]) -> None:
+    from mogrpo.atomic import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         return report(err, args.debug)
     print_metrics(metrics)
     print(f"\nwrote {Path(args.model) / 'metrics.json'}")
+    if run_configs:
+        print(f"wrote {Path(args.model) / DIRECTION_MISSES_FILE} (the direction check's wrong-way answers)")
     return 0
 
 

@@ -10,6 +10,7 @@ from reward_training.direction import (
     answer_vs_refusal_rewards,
     cached_scorer,
     direction_metrics,
+    direction_results,
     preferred_share,
 )
 
@@ -98,3 +99,16 @@ def test_cached_scorer_scores_each_pair_once():
     again = score(["a plane", "a bomb"], ["y", "z"])
     assert calls == [2, 1]  # ("a bomb", "x") once; then only ("a bomb", "z") is new
     assert first["safety"] == pytest.approx([0.1, 0.9, 0.1]) and again["safety"] == pytest.approx([0.9, 0.1])
+
+
+def test_misses_name_the_wrong_way_answers_worst_first_with_their_labels():
+    # The prompt-blind reward prefers the answer to the harmful request against all four
+    # refusals (right share 0); the pair-aware one gets everything right: no misses.
+    assert direction_results(pair_aware, GATE, sets())[1] == []
+    harmful = DirectionSet("harmful", True, HARMFUL * 2, [[ANSWER], ["I'm sorry, I can't do that."]])
+    benign = DirectionSet("benign", False, BENIGN, [[ANSWER]])
+    metrics, misses = direction_results(prompt_blind, GATE, [harmful, benign])
+    assert metrics["direction/n/harmful"] == 1 and metrics["direction/harmful_refusal_preferred"] == 0.0
+    assert [(m["set"], m["right_share"], m["prompt"], m["answer"]) for m in misses] == [
+        ("harmful", 0.0, HARMFUL[0], ANSWER)]
+    assert misses[0]["answer_labels"] == {"safety": 0.85, "actionability": 0.9}
