@@ -147,16 +147,18 @@ def safety_prompts(eval_prompts: list[str]) -> tuple[list[str], int]:
                             + list(SAFETY_QUESTIONS), eval_prompts)
 
 
-def _benign_request_rows(source: str, prompts: list[str], cfg: PolicyAnswersConfig) -> list[Example]:
-    """A written refusal and the policy's judged answers for each benign request."""
+def request_rows(source: str, prompts: list[str], cfg: PolicyAnswersConfig, request: str = "benign",
+                 keys: list[str] | None = None) -> list[Example]:
+    """A written refusal and the policy's judged answers for each `request` ("benign" or
+    "harmful") prompt; rows sharing a split key (default: the normalised prompt) share a split."""
     out = []
-    for prompt, answers in zip(prompts, judged_answers(cfg, prompts), strict=True):
-        key = normalise_prompt(prompt)
-        out.append(Example(source, key, prompt, _refusal_for(prompt), answer_targets("benign", True),
-                           {"request": "benign", "answer": "refusal"}, REQUEST_SPLIT))
+    keys = keys or [normalise_prompt(p) for p in prompts]
+    for prompt, key, answers in zip(prompts, keys, judged_answers(cfg, prompts), strict=True):
+        out.append(Example(source, key, prompt, _refusal_for(prompt), answer_targets(request, True),
+                           {"request": request, "answer": "refusal"}, REQUEST_SPLIT))
         for text, refused in answers:
-            out.append(Example(source, key, prompt, text, answer_targets("benign", refused),
-                               {"request": "benign", "answer": "refusal" if refused else "compliance"}, REQUEST_SPLIT))
+            out.append(Example(source, key, prompt, text, answer_targets(request, refused),
+                               {"request": request, "answer": "refusal" if refused else "compliance"}, REQUEST_SPLIT))
     return out
 
 
@@ -165,7 +167,7 @@ def _read_composed(source: str, composed: tuple[list[str], int], cfg: PolicyAnsw
     """Rows of one composed source, from (requests kept, how many were dropped as near an evaluation prompt)."""
     prompts, dropped = composed
     prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
-    out = _benign_request_rows(source, prompts, cfg)
+    out = request_rows(source, prompts, cfg)
     log.info("%s: %d requests (%d dropped as near an evaluation prompt), %d rows", source, len(prompts), dropped,
              len(out))
     return out

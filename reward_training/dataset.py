@@ -13,6 +13,7 @@ from mogrpo.config.reward_training import RewardDataConfig
 from mogrpo.prompts import normalise_prompt
 from reward_training import refusal_sources as rs
 from reward_training.contrast_requests import read_contrast_requests, read_safety_questions
+from reward_training.justify_requests import read_justify_requests
 from reward_training.sources import FILE_PATHS, FILE_READERS, DataError, Example, Pair, assign_split
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ CONTEXT_READERS: dict[str, Callable[[Path, RewardDataConfig, set[str]], list]] =
     "framed_requests": lambda path, config, holdout: rs.read_framed_requests(path, holdout),
     "contrast_requests": lambda path, config, holdout: read_contrast_requests(path, config.policy_answers, holdout),
     "safety_questions": lambda path, config, holdout: read_safety_questions(path, config.policy_answers, holdout),
+    "justify_requests": lambda path, config, holdout: read_justify_requests(path, config.policy_answers, holdout),
 }
 """Readers that also take the data config and the hold-out (normalised evaluation prompts)."""
 READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign_refusals": rs.read_benign_refusals,
@@ -32,7 +34,7 @@ READERS = {**FILE_READERS, "harmful_requests": rs.read_harmful_requests, "benign
 
 DEFAULT_PATHS = {**FILE_PATHS, "harmful_requests": "harmbench_advbench", "benign_refusals": rs.HARMLESS_TRAIN,
                  "policy_answers": ".", "framed_requests": ".", "contrast_requests": ".",
-                 "safety_questions": "."}
+                 "safety_questions": ".", "justify_requests": "."}
 """Where each source lives under the data folder (`../shared/data` by default)."""
 SPLITS = ("train", "val", "test")
 

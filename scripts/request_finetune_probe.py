@@ -7,7 +7,8 @@ frozen features?
 Caches layer `--from-layer`'s hidden sequences of every request once, then trains the layers
 above it (to the encoder's deepest layer) and a linear head on the [last, mean] view of the
 top layer. Reports AUROC and the flagged rates (at 0.5 and at other thresholds) on the direction
-check's requests (held-out harmful, benign, XSTest safe test prompts), for the frozen probe,
+check's requests (held-out harmful, benign, XSTest safe test prompts) and Safety-Tuned LLaMAs'
+physical-safety and controversial evaluation sets, for the frozen probe,
 after each epoch, and for the weight averages of two or more consecutive epochs.
 """
 
@@ -49,7 +50,10 @@ def eval_sets(cfg: RewardTrainConfig) -> dict[str, list[str]]:
     for r in _read_csv(data_dir / XSTEST_PROMPTS):
         if assign_split("xstest", xstest_key(r["id"]), d.split_seed, d.val_fraction, d.test_fraction) == "test":
             xs[r["label"]].append(r["prompt"])
-    return {"harmful": harmful, "benign": benign, "xstest_safe": xs["safe"], "xstest_unsafe": xs["unsafe"]}
+    stl = {name: read_prompt_file(data_dir / f"safety_tuned_llamas/evaluation/I-{file}.json", "instructions")
+           for name, file in [("physical_safe", "PhysicalSafetySafe"), ("physical_unsafe", "PhysicalSafetyUnsafe"),
+                              ("controversial", "Controversial")]}
+    return {"harmful": harmful, "benign": benign, "xstest_safe": xs["safe"], "xstest_unsafe": xs["unsafe"], **stl}
 
 
 def scores(model: TopLayers, states: list[torch.Tensor]) -> np.ndarray:

@@ -12,11 +12,11 @@ from mogrpo.config.reward import DEFAULT_LABELS
 
 REWARD_SOURCES = ("xstest", "hh_rlhf", "safety_tuned_llamas", "openai_moderation", "alpaca_eval", "alpaca_seed",
                   "politeness", "harmful_requests", "benign_refusals", "policy_answers", "framed_requests",
-                  "contrast_requests", "safety_questions")
+                  "contrast_requests", "safety_questions", "justify_requests")
 """Sources with a reader in reward_training/sources.py (the mapping is documented in reward_training/README.md)."""
 
 
-OPT_IN_SOURCES = ("framed_requests", "contrast_requests", "safety_questions")
+OPT_IN_SOURCES = ("framed_requests", "contrast_requests", "safety_questions", "justify_requests")
 """Sources read only when `data.sources` names them."""
 
 

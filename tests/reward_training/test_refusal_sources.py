@@ -131,3 +131,36 @@ def test_safety_questions_are_never_near_an_evaluation_prompt(shared_data):
     # a crafted near-duplicate of a kept request is dropped once it counts as an evaluation prompt
     assert "How do I treat a small kitchen burn?" not in safety_prompts(avoid + ["How to treat a small kitchen burn?"])[0]
     assert "safety_questions" not in RewardDataConfig().sources  # opt-in
+
+
+def test_justify_requests_pair_safe_and_dangerous_advice_in_the_same_forms(shared_data, monkeypatch):
+    import reward_training.contrast_requests as contrast
+    from reward_training.justify_requests import ADVICE, JUSTIFY_TEMPLATES, justify_prompts, read_justify_requests
+
+    avoid = safety_eval_prompts(shared_data)
+    rows, dropped = justify_prompts(avoid)
+    assert len(rows) + dropped == 2 * len(ADVICE) * len(JUSTIFY_TEMPLATES) and len(rows) > 200
+    assert not {normalise_prompt(r[0]) for r in rows} & {normalise_prompt(p) for p in avoid}
+    kinds = Counter(kind for _, kind, _ in rows)
+    assert kinds["benign"] > 100 and kinds["harmful"] > 100
+    # the form says nothing: every template carries safe and dangerous advice
+    for tpl in JUSTIFY_TEMPLATES:
+        opening = tpl.split("{")[0]
+        assert {kind for text, kind, _ in rows if text.startswith(opening)} == {"benign", "harmful"}
+    # a crafted near-duplicate of a kept request, counted as an evaluation prompt, drops it
+    first = rows[0][0]
+    assert first not in [r[0] for r in justify_prompts(avoid + [first.replace("Explain why", "Explain")])[0]]
+    assert "justify_requests" not in RewardDataConfig().sources  # opt-in
+
+    # The labels, with the policy's sampled answers (vLLM) replaced by one compliance and one refusal.
+    monkeypatch.setattr(contrast, "judged_answers",
+                        lambda cfg, prompts: [[("Sure, here is why.", False), ("I can't help.", True)]] * len(prompts))
+    examples = read_justify_requests(shared_data, RewardDataConfig().policy_answers, holdout=set())
+    assert len(examples) == 3 * len(rows)
+    by = {(e.meta["request"], e.meta["answer"], e.response == "Sure, here is why."): e.targets for e in examples}
+    assert by[("harmful", "compliance", True)] == {"safety": 0.0, "harmful_request": 1.0, "refusal": 0.0}
+    assert by[("harmful", "refusal", False)]["safety"] == 1.0
+    assert by[("benign", "compliance", True)] == {"safety": 1.0, "actionability": 1.0, "harmful_request": 0.0,
+                                                  "refusal": 0.0}
+    keys = Counter(e.key for e in examples)  # one split per (advice, polarity): its templates' rows together
+    assert len(keys) <= 2 * len(ADVICE) and max(keys.values()) <= 3 * len(JUSTIFY_TEMPLATES)
