@@ -147,28 +147,41 @@ def safety_prompts(eval_prompts: list[str]) -> tuple[list[str], int]:
                             + list(SAFETY_QUESTIONS), eval_prompts)
 
 
-def request_rows(source: str, prompts: list[str], cfg: PolicyAnswersConfig, request: str = "benign",
-                 keys: list[str] | None = None) -> list[Example]:
-    """A written refusal and the policy's judged answers for each `request` ("benign" or
-    "harmful") prompt; rows sharing a split key (default: the normalised prompt) share a split."""
+ComposedRequest = tuple[str, str, str]
+"""(request, "benign" or "harmful", split key): requests sharing a split key share a split."""
+
+
+def as_benign(composed: tuple[list[str], int]) -> tuple[list[ComposedRequest], int]:
+    """(benign requests, dropped) -> the same as composed requests, each its own split key."""
+    prompts, dropped = composed
+    return [(p, "benign", normalise_prompt(p)) for p in prompts], dropped
+
+
+def request_rows(source: str, requests: list[ComposedRequest], cfg: PolicyAnswersConfig) -> list[Example]:
+    """A written refusal and the policy's judged answers for each composed request: the benign
+    ones first, then the harmful ones (one cached generation each)."""
     out = []
-    keys = keys or [normalise_prompt(p) for p in prompts]
-    for prompt, key, answers in zip(prompts, keys, judged_answers(cfg, prompts), strict=True):
-        out.append(Example(source, key, prompt, _refusal_for(prompt), answer_targets(request, True),
-                           {"request": request, "answer": "refusal"}, REQUEST_SPLIT))
-        for text, refused in answers:
-            out.append(Example(source, key, prompt, text, answer_targets(request, refused),
-                               {"request": request, "answer": "refusal" if refused else "compliance"}, REQUEST_SPLIT))
+    for request in ("benign", "harmful"):
+        group = [(prompt, key) for prompt, kind, key in requests if kind == request]
+        if not group:
+            continue
+        for (prompt, key), answers in zip(group, judged_answers(cfg, [p for p, _ in group]), strict=True):
+            out.append(Example(source, key, prompt, _refusal_for(prompt), answer_targets(request, True),
+                               {"request": request, "answer": "refusal"}, REQUEST_SPLIT))
+            for text, refused in answers:
+                out.append(Example(source, key, prompt, text, answer_targets(request, refused),
+                                   {"request": request, "answer": "refusal" if refused else "compliance"},
+                                   REQUEST_SPLIT))
     return out
 
 
-def _read_composed(source: str, composed: tuple[list[str], int], cfg: PolicyAnswersConfig,
-                   holdout: set[str]) -> list[Example]:
+def read_composed(source: str, composed: tuple[list[ComposedRequest], int], cfg: PolicyAnswersConfig,
+                  holdout: set[str]) -> list[Example]:
     """Rows of one composed source, from (requests kept, how many were dropped as near an evaluation prompt)."""
-    prompts, dropped = composed
-    prompts = [p for p in prompts if normalise_prompt(p) not in holdout]
-    out = request_rows(source, prompts, cfg)
-    log.info("%s: %d requests (%d dropped as near an evaluation prompt), %d rows", source, len(prompts), dropped,
+    requests, dropped = composed
+    requests = [r for r in requests if normalise_prompt(r[0]) not in holdout]
+    out = request_rows(source, requests, cfg)
+    log.info("%s: %d requests (%d dropped as near an evaluation prompt), %d rows", source, len(requests), dropped,
              len(out))
     return out
 
@@ -176,9 +189,10 @@ def _read_composed(source: str, composed: tuple[list[str], int], cfg: PolicyAnsw
 def read_contrast_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
     """`contrast_requests` rows (module docstring)."""
     xstest = read_prompt_file(_need(data_dir / XSTEST_PROMPTS), "prompt")
-    return _read_composed("contrast_requests", contrast_prompts(xstest), cfg, holdout)
+    return read_composed("contrast_requests", as_benign(contrast_prompts(xstest)), cfg, holdout)
 
 
 def read_safety_questions(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
     """`safety_questions` rows (module docstring)."""
-    return _read_composed("safety_questions", safety_prompts(safety_eval_prompts(data_dir)), cfg, holdout)
+    return read_composed("safety_questions", as_benign(safety_prompts(safety_eval_prompts(data_dir))), cfg,
+                         holdout)

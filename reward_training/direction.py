@@ -89,12 +89,6 @@ def answer_vs_refusal_rewards(score: ScoreFn, aggregation: AggregationConfig, pr
     return pairs[:, 0].reshape(n, r), pairs[:, 1].reshape(n, r)
 
 
-def kept_answers(s: DirectionSet) -> list[tuple[str, str]]:
-    """The set's (prompt, answer) pairs whose answer is not blank and does not itself refuse."""
-    return [(p, a) for p, texts in zip(s.prompts, s.answers, strict=True) for a in texts
-            if a.strip() and not union_refusal(a)]
-
-
 def direction_results(score: ScoreFn, aggregation: AggregationConfig, sets: Sequence[DirectionSet],
                       refusals: Sequence[str] = EVAL_REFUSALS,
                       count_tokens: Callable[[str], int] = lambda t: len(t.split()),
@@ -106,7 +100,7 @@ def direction_results(score: ScoreFn, aggregation: AggregationConfig, sets: Sequ
     misses: list[dict] = []
     for s in sets:
         pairs = [(p, a) for p, texts in zip(s.prompts, s.answers, strict=True) for a in texts]
-        kept = kept_answers(s)
+        kept = [(p, a) for p, a in pairs if a.strip() and not union_refusal(a)]
         out[f"direction/n/{s.name}"] = len(kept)
         out[f"direction/n_excluded/{s.name}"] = len(pairs) - len(kept)
         if not kept:

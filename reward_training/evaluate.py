@@ -272,9 +272,14 @@ def evaluate_direction(model, cfg, policy: str, run_configs: Sequence[str], prom
     return out, misses
 
 
+DIRECTION_MISSES_FILE = "direction_misses.jsonl"
+"""The direction check's wrong-way answers with their labels, written beside metrics.json."""
+
+
 def evaluate(model_dir: str | Path, data_dir: str | None = None, batch_size: int = 64, threads: int = 2,
              run_configs: Sequence[str] = (), policy: str | None = None, prompts_per_set: int = 150) -> dict:
     """Score the test split defined by the model's training config; update metrics.json."""
+    from mogrpo.atomic import atomic_write_text
     from mogrpo.config import load_yaml_section
     from mogrpo.config.reward_training import RewardTrainConfig
     from reward_training.dataset import load_splits
@@ -295,19 +300,9 @@ def evaluate(model_dir: str | Path, data_dir: str | None = None, batch_size: int
         direction, misses = evaluate_direction(model, cfg, policy or cfg.data.policy_answers.policy, run_configs,
                                                prompts_per_set)
         metrics.update(direction)
-        write_jsonl(model_dir / DIRECTION_MISSES_FILE, misses)
+        atomic_write_text(model_dir / DIRECTION_MISSES_FILE, "".join(json.dumps(row) + "\n" for row in misses))
     update_metrics_file(model_dir, metrics)
     return metrics
-
-
-DIRECTION_MISSES_FILE = "direction_misses.jsonl"
-"""The direction check's wrong-way answers with their labels, written beside metrics.json."""
-
-
-def write_jsonl(path: Path, rows: Sequence[Mapping]) -> None:
-    from mogrpo.atomic import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,15 +19,11 @@ controversial sets; Jaccard >= `EVAL_NEAR`) is dropped, so those sets stay unsee
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from mogrpo.config.reward_training import PolicyAnswersConfig
-from mogrpo.prompts import normalise_prompt
-from reward_training.contrast_requests import composed_prompts, request_rows, safety_eval_prompts
+from reward_training.contrast_requests import ComposedRequest, composed_prompts, read_composed, safety_eval_prompts
 from reward_training.sources import Example
-
-log = logging.getLogger(__name__)
 
 JUSTIFY_TEMPLATES = ("Explain why {s}, you should {a}.", "Write a reason why {s}, you should {a}.",
                      "Describe why {s}, you should {a}.", "Give one reason why {s}, you should {a}.")
@@ -92,9 +88,9 @@ ADVICE = (  # (situation, safe advice, dangerous advice)
 )
 
 
-def justify_prompts(eval_prompts: list[str]) -> tuple[list[tuple[str, str, str]], int]:
+def justify_prompts(eval_prompts: list[str]) -> tuple[list[ComposedRequest], int]:
     """Every (request, "benign" or "harmful", split key) of `ADVICE` x `JUSTIFY_TEMPLATES`,
-    minus those near a prompt of `eval_prompts` -> (rows, how many were dropped)."""
+    minus those near a prompt of `eval_prompts` -> (requests, how many were dropped)."""
     rows = [(tpl.format(s=situation, a=advice), request, f"justify-{i}-{request}")
             for i, (situation, safe, dangerous) in enumerate(ADVICE)
             for request, advice in (("benign", safe), ("harmful", dangerous)) for tpl in JUSTIFY_TEMPLATES]
@@ -105,12 +101,4 @@ def justify_prompts(eval_prompts: list[str]) -> tuple[list[tuple[str, str, str]]
 
 def read_justify_requests(data_dir: Path, cfg: PolicyAnswersConfig, holdout: set[str]) -> list[Example]:
     """`justify_requests` rows (module docstring)."""
-    rows, dropped = justify_prompts(safety_eval_prompts(data_dir))
-    rows = [r for r in rows if normalise_prompt(r[0]) not in holdout]
-    out = []
-    for request in ("benign", "harmful"):
-        picked = [r for r in rows if r[1] == request]
-        out += request_rows("justify_requests", [r[0] for r in picked], cfg, request, [r[2] for r in picked])
-    log.info("justify_requests: %d requests (%d dropped as near an evaluation prompt), %d rows", len(rows), dropped,
-             len(out))
-    return out
+    return read_composed("justify_requests", justify_prompts(safety_eval_prompts(data_dir)), cfg, holdout)
