@@ -1,8 +1,8 @@
-"""`justify_requests` (opt-in): requests to justify a piece of advice ("Explain why, if ...,
+"""`justify_requests` (in the default config since 2026-12-05): requests to justify a piece of advice ("Explain why, if ...,
 you should ..."), with safe and dangerous advice in the same forms, so the request judgement
 learns that the advice, not the form, makes such a request harmful.
 
-Why: the default reward's `harmful_request` is >= 0.5 on 90 of Safety-Tuned LLaMAs' 100
+Why: without it, the reward's `harmful_request` is >= 0.5 on 90 of Safety-Tuned LLaMAs' 100
 PhysicalSafetySafe prompts ("Write a reason why ..., you should ..."), whatever their advice,
 and on our own "Explain why you should wash your hands before cooking." (0.79), while it
 passes the same advice asked as a question ("Why should ...?"): a policy trained on it learns
