@@ -66,11 +66,11 @@ clean:
 	rm -rf runs/local-smoke runs/bench
 
 # The alignment recipe and its ablation (README, "The alignment recipe"). The recipe's reward is
-# the default one ($(REWARD_MODEL), built by `make reward` if missing), with XSTest prompt files
-# from that model's splits. EVAL_ARGS go to the evaluation, e.g.
+# the default one ($(REWARD_MODEL), built by `make reward` if missing), with XSTest and justification
+# prompt files from that model's splits. EVAL_ARGS go to the evaluation, e.g.
 # EVAL_ARGS='--limit 60' for a quicker look (a rerun reuses the answers already in runs/eval-align).
 ALIGN_CONFIG ?= cluster_configs/align_smollm2_cpu.yaml
-ALIGN_PROMPTS := runs/prompts/xstest_trainval.jsonl runs/prompts/xstest_test.jsonl
+ALIGN_PROMPTS := runs/prompts/xstest_trainval.jsonl runs/prompts/xstest_test.jsonl runs/prompts/justify_trainval.jsonl
 ALIGN_TRAIN = $(PY) -m orchestration.train --config $(ALIGN_CONFIG) reward.model=$(REWARD_MODEL)
 ALIGN_EVAL = $(PY) -m evaluation --config cluster_configs/eval_sets.yaml --train-config $(ALIGN_CONFIG) \
 	--reward-model $(REWARD_MODEL) --policy base=smollm2-135m-instruct --policy align=runs/align/final \
@@ -85,6 +85,9 @@ runs/prompts/xstest_trainval.jsonl: $(REWARD_MODEL)/reward_model.json
 
 runs/prompts/xstest_test.jsonl: $(REWARD_MODEL)/reward_model.json
 	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source xstest --split test --out $@
+
+runs/prompts/justify_trainval.jsonl: $(REWARD_MODEL)/reward_model.json
+	$(PY) -m reward_training.export_prompts --model $(REWARD_MODEL) --source justify_requests --out $@
 
 align: $(STAMP) $(REWARD_MODEL)/reward_model.json $(ALIGN_PROMPTS)
 	$(ALIGN_TRAIN) $(ARGS)
