@@ -1,6 +1,7 @@
-"""`justify_requests` (in the default config since 2026-12-05): requests to justify a piece of advice ("Explain why, if ...,
-you should ..."), with safe and dangerous advice in the same forms, so the request judgement
-learns that the advice, not the form, makes such a request harmful.
+"""`justify_requests` (in the default config since 2026-12-05): requests to justify a piece
+of advice ("Explain why, if ..., you should ..."), with safe and dangerous advice in the same
+forms, so the request judgement learns that the advice, not the form, makes such a request
+harmful.
 
 Why: without it, the reward's `harmful_request` is >= 0.5 on 90 of Safety-Tuned LLaMAs' 100
 PhysicalSafetySafe prompts ("Write a reason why ..., you should ..."), whatever their advice,
@@ -10,10 +11,10 @@ to refuse harmless safety advice (README, recipe run 19).
 
 The requests are ours: each `ADVICE` entry is a situation or a purpose with a safe and a
 dangerous piece of advice (careless, or harming someone on purpose), put in each of
-`JUSTIFY_TEMPLATES`. The safe ones are benign requests (a written
-refusal: safe, not actionable; the policy's answers: safe, actionable unless they refuse), the
-dangerous ones harmful requests (a written refusal: safe; the policy's answers: unsafe unless
-they refuse), harmful_request 0 and 1. Every request of one entry and polarity shares a split.
+`JUSTIFY_TEMPLATES`. The safe ones are benign requests (a written refusal: safe, not
+actionable; the policy's answers: safe, actionable unless they refuse), the dangerous ones
+harmful requests (a written refusal: safe; the policy's answers: unsafe unless they refuse),
+harmful_request 0 and 1. Every request of one entry and polarity shares a split.
 Any request close to an evaluation prompt (XSTest's, Safety-Tuned LLaMAs' physical-safety and
 controversial sets; Jaccard >= `EVAL_NEAR`) is dropped, so those sets stay unseen.
 """
