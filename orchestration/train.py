@@ -246,6 +246,8 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         if step % cfg.logging.status_every == 0 or step == cfg.steps:
             print(status_line(step, cfg.steps, metrics, labels), flush=True)
         if stop.requested and step < cfg.steps:
+            if saved_step < step:  # the signal came after this step's checkpoint decision
+                save(*finished)
             raise RunStopped(stop.requested, step, run_dir)
         step += 1
 

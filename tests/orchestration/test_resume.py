@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from mogrpo.config import load_config
+from orchestration.signals import RunStopped
 from orchestration.train import run
 from tests.helpers import actor_processes, killing_after_step, run_metrics, tiny_run_overrides
 
@@ -107,6 +108,27 @@ def test_sigterm_checkpoints_stops_everything_and_says_how_to_resume(ray_local, 
     stopped_at = latest["step"]
     run(load_config(run_dir / "config.yaml", [f"steps={stopped_at + 1}"]))
     assert sorted(run_metrics(run_dir)) == list(range(1, stopped_at + 2))
+
+
+def test_a_signal_after_a_steps_checkpoint_decision_still_checkpoints_that_step(
+        ray_local, tmp_path, quick_reward_model, monkeypatch):
+    # The window one CI run hit: SIGTERM once step 1's rollouts are written, after the loop has
+    # decided not to checkpoint step 1 (checkpoint.every=0). The stop must checkpoint it anyway.
+    import orchestration.train as train_module
+
+    def save_rollouts_then_signal(run_dir, step, *args):
+        real_save_rollouts(run_dir, step, *args)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    real_save_rollouts = train_module.save_rollouts
+    monkeypatch.setattr(train_module, "save_rollouts", save_rollouts_then_signal)
+    cfg = load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps=3) + [
+        "checkpoint.every=0", "run_name=late"])
+    with pytest.raises(RunStopped, match=r"after step 1 \(checkpointed\)"):
+        run(cfg)
+    assert json.loads((tmp_path / "late" / "checkpoints" / "latest.json").read_text())["step"] == 1
+    assert sorted(run_metrics(tmp_path / "late")) == [1]
 
 
 def test_sigterm_abandons_a_step_that_cannot_finish_in_the_grace_period(ray_local, tmp_path, quick_reward_model):
