@@ -137,7 +137,8 @@ class LearnerWorker:
             rewards += overlong_penalty(data.response_len, self.max_new_tokens,
                                         loss_cfg.overlong_buffer_tokens, loss_cfg.overlong_penalty)
         if ref_logp is not None and loss_cfg.kl_in == "reward":
-            rewards += kl_reward_penalty(data.behaviour_logp, ref_logp, data.mask, loss_cfg.kl_coef, loss_cfg.kl_estimator)
+            penalty = kl_reward_penalty(data.behaviour_logp, ref_logp, data.mask, loss_cfg.kl_coef, loss_cfg.kl_estimator)
+            rewards += penalty if loss_cfg.kl_on_written else torch.where(data.written, 0.0, penalty)
         scale = loss_variant(loss_cfg.variant).advantage_scale
         advantages = group_advantages(rewards, data.group_ids, self.group_size, scale, loss_cfg.advantage_eps)  # [B]
         mask = data.mask * (~data.truncated)[:, None] if loss_cfg.overlong_filter else data.mask  # [B, T]
@@ -176,6 +177,7 @@ class LearnerWorker:
                         advantages=advantages[micro],
                         mask=mask[micro, :width],
                         ref_logp=ref_logp[micro, :width] if kl_in_loss else None,
+                        kl_rows=None if loss_cfg.kl_on_written else ~part.written,
                         is_weights=truncated_is_weights(old, part.behaviour_logp, loss_cfg.is_cap)
                         if loss_cfg.is_correction == "truncated" else None,
                     )

@@ -52,6 +52,7 @@ class PolicyLossInput:
     mask: Tensor  # [B, T] 1 for response tokens, 0 for padding and for filtered rows
     ref_logp: Tensor | None = None  # [B, T] log pi_ref; None when kl_coef == 0
     is_weights: Tensor | None = None  # [B, T] truncated IS weights (`truncated_is_weights`); None = 1
+    kl_rows: Tensor | None = None  # [B] bool, rows whose tokens carry the KL term; None = all
 
     def __post_init__(self):
         shape = tuple(self.logp.shape)
@@ -61,8 +62,10 @@ class PolicyLossInput:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != shape:
                 raise ValueError(f"{name} has shape {list(value.shape)}, expected {list(shape)} like logp")
-        if tuple(self.advantages.shape) != shape[:1]:
-            raise ValueError(f"advantages has shape {list(self.advantages.shape)}, expected [{shape[0]}]")
+        for name in ("advantages", "kl_rows"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != shape[:1]:
+                raise ValueError(f"{name} has shape {list(value.shape)}, expected [{shape[0]}]")
 
 
 @dataclass(frozen=True)
@@ -181,10 +184,16 @@ def _sanitise(inp: PolicyLossInput, s: LossSettings):
 
 
 def _token_terms(ratio: Tensor, logp: Tensor, ref_logp: Tensor | None, w: Tensor, mask: Tensor,
-                 advantages: Tensor, s: LossSettings) -> _Terms:
+                 advantages: Tensor, s: LossSettings, kl_rows: Tensor | None = None) -> _Terms:
     pg, clip_low, clip_high = _clipped_surrogate(ratio, advantages.detach(), s.clip_eps_low, s.clip_eps_high)
     pg = pg * w  # [B, T] truncated IS correction of the policy gradient only
-    kl = torch.zeros_like(logp) if ref_logp is None else kl_estimate(logp, ref_logp, s.kl_estimator)  # [B, T]
+    if ref_logp is None:
+        kl = torch.zeros_like(logp)  # [B, T]
+    elif kl_rows is None:
+        kl = kl_estimate(logp, ref_logp, s.kl_estimator)  # [B, T]
+    else:  # rows without KL get ref = logp first, so no inf there can turn a zero gradient into NaN
+        keep = kl_rows.bool()[:, None]  # [B, 1]
+        kl = torch.where(keep, kl_estimate(logp, torch.where(keep, ref_logp, logp.detach()), s.kl_estimator), 0.0)
     loss = pg + s.kl_coef * kl if s.kl_coef > 0 else pg  # [B, T]
     return _Terms(pg, kl, loss, ratio, clip_low, clip_high, w, mask)
 
@@ -287,7 +296,7 @@ def grpo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, 
     mask, logp, old_logp, ref_logp, w = _sanitise(inp, s)  # [B, T] each
     # 2. token terms
     ratio = torch.exp(logp - old_logp)  # [B, T]
-    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s)
+    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s, inp.kl_rows)
     # 3. per-sequence mean, then over the mini-batch's sequences
     loss = _per_sequence_mean(t.loss, mask, s)  # scalar
     return loss, _metrics(loss, _per_sequence_mean(t.pg, mask, s), t, s)
@@ -312,7 +321,7 @@ def dr_grpo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[st
     mask, logp, old_logp, ref_logp, w = _sanitise(inp, s)  # [B, T] each
     # 2. token terms
     ratio = torch.exp(logp - old_logp)  # [B, T]
-    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s)
+    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s, inp.kl_rows)
     # 3. constant normaliser
     denominator = s.dr_grpo_constant * s.total_sequences
     loss = masked_sum(t.loss, mask) / denominator  # scalar
@@ -339,7 +348,7 @@ def dapo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, 
     mask, logp, old_logp, ref_logp, w = _sanitise(inp, s)  # [B, T] each
     # 2. token terms
     ratio = torch.exp(logp - old_logp)  # [B, T]
-    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s)
+    t = _token_terms(ratio, logp, ref_logp, w, mask, inp.advantages, s, inp.kl_rows)
     # 3. token-level mean over the mini-batch
     loss = masked_sum(t.loss, mask) / s.total_tokens  # scalar
     return loss, _metrics(loss, masked_sum(t.pg, mask) / s.total_tokens, t, s)
@@ -376,7 +385,7 @@ def gspo_loss(inp: PolicyLossInput, s: LossSettings) -> tuple[Tensor, dict[str, 
     seq_ratio = torch.exp(seq_log_ratio)  # [B] s_i
     ratio = seq_ratio.detach()[:, None] * torch.exp(logp - logp.detach())  # [B, T] s_it
     seq_w = torch.exp(masked_sum(w.log(), mask, dim=1) / lengths)  # [B] w_i
-    t = _token_terms(ratio, logp, ref_logp, seq_w[:, None].expand_as(w), mask, inp.advantages, s)
+    t = _token_terms(ratio, logp, ref_logp, seq_w[:, None].expand_as(w), mask, inp.advantages, s, inp.kl_rows)
     # 3. per-sequence mean, then over the mini-batch's sequences
     loss = _per_sequence_mean(t.loss, mask, s)  # scalar
     return loss, _metrics(loss, _per_sequence_mean(t.pg, mask, s), t, s)

@@ -83,6 +83,11 @@ class LossConfig(Section):
     written_push_down_weight: float = Field(1.0, ge=0, le=1)
     """Scales the negative advantage of a written refusal that is pushed down (1: as a sample's): below 1
     the push-down on benign requests is weaker than the push-up on harmful ones."""
+    kl_on_written: bool = True
+    """Whether the KL term covers written refusals' tokens too. They are not drawn from the policy,
+    so the estimator is no KL sample there: once the push-down makes a refusal much less likely
+    than under the reference, k3's exp(log pi_ref - log pi_theta) grows without bound (a step
+    of README run 38: KL 43, grad norm 3e4) and pulls the refusal back up. False: sampled tokens only."""
     recompute_old_logprobs: bool = False
     """Recompute old log-probs with the learner instead of trusting vLLM's (costs one forward)."""
 

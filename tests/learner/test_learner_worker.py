@@ -126,6 +126,20 @@ def test_written_responses_take_the_policys_own_logprobs(ray_local):
     assert gaps[1] == pytest.approx(gaps[0] * (1 - written_share), rel=0.05)
 
 
+def test_kl_on_written_false_leaves_written_rows_out_of_the_kl(ray_local):
+    # Step 1: policy = reference, KL 0 and no KL gradient, so both learners take the same step.
+    # Step 2: the policy has moved; without the written rows (one in each group of 4) the
+    # per-token KL, a mean over all tokens, is smaller but not zero.
+    kl = {}
+    for on_written in (True, False):
+        learner = start(LearnerConfig(dtype="float32", lr=1e-3, loss={"kl_coef": 0.04, "kl_on_written": on_written}))
+        steps = [ray.get(learner.train_step.remote(scored_batch(seed=seed, written=True))) for seed in (0, 1)]
+        ray.kill(learner)
+        assert steps[0]["kl"] == 0.0
+        kl[on_written] = steps[1]["kl"]
+    assert 0.0 < kl[False] < kl[True]
+
+
 # The first two steps on the tiny model, fixed seeds and fixed batches (torchtune's recipe
 # tests do the same): a silent change in the loss, the log-probs, the advantages or
 # DeepSpeed's step moves these numbers. Measured on this project's CPU machines in float32;

@@ -197,6 +197,28 @@ def test_kl_in_loss(variant, expected):
     assert m["pg_loss"] == 0
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kl_rows_leave_a_written_rows_kl_out_even_where_it_would_overflow(variant):
+    # Row 0 as in test_kl_in_loss; row 1 (a written refusal the policy gives ~e^-800 and the
+    # reference e^-1): k3 = exp(799) - ... overflows to inf. With kl_rows = [True, False] the
+    # loss is row 0's KL alone (row 1 contributes 0, and no NaN reaches any gradient).
+    logp = torch.tensor([[-1.0, -2.0], [-800.0, -800.0]], dtype=F64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0], [-1.0, -1.0]], dtype=F64)
+    kw = dict(ref_logp=ref, kl_rows=torch.tensor([True, False]))
+    inp = PolicyLossInput(logp, logp.detach(), torch.zeros(2, dtype=F64), torch.ones(2, 2), **kw)
+    loss, m = policy_loss(variant, inp, settings(kl_coef=0.1, total_sequences=2, total_tokens=4))
+    row0 = {"grpo": sum(K3) / 2 / 2, "dr_grpo": sum(K3) / 4 / 2, "dapo": sum(K3) / 4, "gspo": sum(K3) / 2 / 2}
+    torch.testing.assert_close(loss, torch.tensor(0.1 * row0[variant], dtype=F64))
+    torch.testing.assert_close(m["kl"], torch.tensor(sum(K3) / 4, dtype=F64))  # per token of the 4
+    loss.backward()
+    assert torch.isfinite(logp.grad).all() and (logp.grad[1] == 0).all() and (logp.grad[0] != 0).all()
+    # without kl_rows the same batch's KL is inf: what a written row does to the k3 estimator
+    inp = PolicyLossInput(logp, logp.detach(), torch.zeros(2, dtype=F64), torch.ones(2, 2), ref_logp=ref)
+    assert policy_loss(variant, inp, settings(kl_coef=0.1, total_sequences=2, total_tokens=4))[0].isinf()
+    with pytest.raises(ValueError, match=r"kl_rows has shape \[3\], expected \[2\]"):
+        PolicyLossInput(logp, logp.detach(), torch.zeros(2, dtype=F64), torch.ones(2, 2), kl_rows=torch.ones(3, dtype=torch.bool))
+
+
 def test_truncated_is_weights():
     # exp(old - behaviour) = [0.5, 1.5, 3.0] -> cap 2 -> [0.5, 1.5, 2.0], no grad
     old = torch.zeros(1, 3, dtype=F64, requires_grad=True)
