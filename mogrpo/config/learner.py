@@ -86,8 +86,8 @@ class LossConfig(Section):
     kl_on_written: bool = True
     """Whether the KL term covers written refusals' tokens too. They are not drawn from the policy,
     so the estimator is no KL sample there: once the push-down makes a refusal much less likely
-    than under the reference, k3's exp(log pi_ref - log pi_theta) grows without bound (a step
-    of README run 38: KL 43, grad norm 3e4) and pulls the refusal back up. False: sampled tokens only."""
+    than under the reference, k3's exp(log pi_ref - log pi_theta) grows without bound (most likely
+    a step of README run 38: KL 43, grad norm 3e4) and pulls the refusal back up. False: sampled tokens only."""
     recompute_old_logprobs: bool = False
     """Recompute old log-probs with the learner instead of trusting vLLM's (costs one forward)."""
 
