@@ -203,21 +203,29 @@ def load_prompts(data: DataConfig, tokenizer, seed: int) -> tuple[list[Prompt], 
 class PromptSampler:
     """Serves prompts in epochs, each a fresh seeded permutation (or in order, without
     `shuffle`); `position` is the whole state, so a resumed run continues exactly where it
-    stopped."""
+    stopped. With `stratify`, each epoch spreads every tag's prompts evenly through it, so any
+    run of consecutive prompts holds the tags in about their overall proportions."""
 
-    def __init__(self, prompts: list[Prompt], seed: int, position: int = 0, shuffle: bool = True):
+    def __init__(self, prompts: list[Prompt], seed: int, position: int = 0, shuffle: bool = True, stratify: bool = False):
         if not prompts:
             raise PromptDataError("PromptSampler needs at least one prompt")
         self.prompts = prompts
         self.seed = seed
         self.position = position
         self.shuffle = shuffle
+        self.stratify = stratify
+        self._cached: tuple[int, list[int]] | None = None
 
     def _order(self, epoch: int) -> list[int]:
-        order = list(range(len(self.prompts)))
-        if self.shuffle:
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
-        return order
+        if self._cached is None or self._cached[0] != epoch:
+            rng = random.Random(self.seed * 1_000_003 + epoch)
+            order = list(range(len(self.prompts)))
+            if self.shuffle:
+                rng.shuffle(order)
+            if self.stratify:
+                order = stratified_order(order, [self.prompts[i].tag for i in order], rng)
+            self._cached = (epoch, order)
+        return self._cached[1]
 
     def take(self, n: int) -> list[Prompt]:
         out = []
@@ -226,3 +234,18 @@ class PromptSampler:
             out.append(self.prompts[self._order(epoch)[i]])
             self.position += 1
         return out
+
+
+def stratified_order(order: list[int], tags: list[str | None], rng: random.Random) -> list[int]:
+    """`order` rearranged so that each tag's items, kept in their order, sit at even intervals:
+    the k-th of a tag's n items goes to (k + u) / n, u a random offset in [0, 1) per tag, and
+    the items are sorted by that place (ties broken at random). A tag holding a share s of the
+    items then has s * m +- 1 of any m consecutive ones."""
+    by_tag: dict[str | None, list[int]] = {}
+    for item, tag in zip(order, tags):
+        by_tag.setdefault(tag, []).append(item)
+    keyed = []
+    for tag in sorted(by_tag, key=str):
+        items, offset = by_tag[tag], rng.random()
+        keyed += [((k + offset) / len(items), rng.random(), item) for k, item in enumerate(items)]
+    return [item for *_, item in sorted(keyed)]

@@ -146,7 +146,7 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
     actors.rollout.connect(actors.learner, cfg.weight_sync, wire_dtype=cfg.model.dtype)
 
     # 3. resume: the learner, the driver and the workers' weights go back to a checkpoint
-    sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle)
+    sampler = PromptSampler(prompts, cfg.seed, shuffle=cfg.data.shuffle, stratify=cfg.data.stratify_tags)
     prompt_tags = [p.tag for p in prompts]
     version, learner_restarts = 0, 0
 

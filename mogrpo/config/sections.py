@@ -54,6 +54,10 @@ class DataConfig(Section):
     """Prompts longer than this (after the chat template) are counted, reported and skipped."""
     shuffle: bool = True
     """Shuffle prompts with the run seed."""
+    stratify_tags: bool = False
+    """Spread each source tag's prompts evenly through every epoch, so every step's prompts hold
+    the tags (e.g. harmful and benign) in about their overall proportions; a plain shuffle can
+    bunch one tag into a run of steps, and a small step then trains on one side only."""
 
 
 class RolloutConfig(Section):

@@ -159,3 +159,33 @@ def test_where_keeps_the_matching_rows_and_names_bad_columns(tmp_path, tokenizer
         load_prompts(DataConfig(sources=[src.model_copy(update={"where": {"kind": ["x"]}})]), tokenizer, seed=0)
     with pytest.raises(PromptDataError, match="no row passes where=.*'unknown'"):
         load_prompts(DataConfig(sources=[src.model_copy(update={"where": {"request": ["unknown"]}})]), tokenizer, seed=0)
+
+
+def test_stratified_order_interleaves_tags_by_hand():
+    import random
+
+    from mogrpo.prompts import stratified_order
+
+    order = stratified_order([0, 1, 2, 3, 4, 5, 6, 7], ["h", "h", "h", "h", "b", "b", "b", "b"], random.Random(0))
+    assert sorted(order) == list(range(8))
+    tags = ["h" if i < 4 else "b" for i in order]
+    assert all(tags[i] != tags[i + 1] for i in range(7))  # equal shares alternate strictly
+    assert [i for i in order if i < 4] == [0, 1, 2, 3] and [i for i in order if i >= 4] == [4, 5, 6, 7]  # each tag keeps its order
+
+
+def test_stratified_sampler_keeps_every_step_near_the_overall_mix_and_resumes():
+    from mogrpo.batch import Prompt
+
+    prompts = [Prompt(i, str(i), (i,), "harmful" if i % 5 < 2 else "benign") for i in range(50)]  # 40% harmful
+
+    def harmful_per_step(sampler, steps=25, per_step=4):  # two epochs of 4-prompt steps
+        return {sum(p.tag == "harmful" for p in sampler.take(per_step)) for _ in range(steps)}
+
+    assert harmful_per_step(PromptSampler(prompts, seed=0, stratify=True)) <= {1, 2}  # 40% of 4, +- 1
+    assert harmful_per_step(PromptSampler(prompts, seed=0)) - {1, 2}  # a plain shuffle bunches a tag in some steps
+    a = PromptSampler(prompts, seed=0, stratify=True)
+    epoch = [p.prompt_id for p in a.take(50)]
+    assert sorted(epoch) == list(range(50))  # still one whole epoch before any repeat
+    assert [p.prompt_id for p in a.take(50)] != epoch  # a fresh order next epoch
+    b = PromptSampler(prompts, seed=0, stratify=True, position=23)
+    assert [p.prompt_id for p in b.take(5)] == epoch[23:28]
