@@ -240,7 +240,7 @@ def stratified_order(order: list[int], tags: list[str | None], rng: random.Rando
     """`order` rearranged so that each tag's items, kept in their order, sit at even intervals:
     the k-th of a tag's n items goes to (k + u) / n, u a random offset in [0, 1) per tag, and
     the items are sorted by that place (ties broken at random). A tag holding a share s of the
-    items then has s * m +- 1 of any m consecutive ones."""
+    items then has s * m of any m consecutive ones, give or take one or two."""
     by_tag: dict[str | None, list[int]] = {}
     for item, tag in zip(order, tags):
         by_tag.setdefault(tag, []).append(item)
