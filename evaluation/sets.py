@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from mogrpo.config.base import Section
 from mogrpo.config.loader import load_yaml_section
 from mogrpo.errors import UserError
+from mogrpo.prompts import json_document_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "cluster_configs" / "eval_sets.yaml"
@@ -156,17 +157,10 @@ def read_table(path: Path) -> list[dict]:
         data = json.loads(text)
     except (OSError, ValueError) as err:
         raise EvalSetError(f"cannot read evaluation set file {path}: {err}") from err
-    if isinstance(data, dict):
-        columns = {k: v for k, v in data.items() if isinstance(v, list) and v}
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) != 1:
-            sizes = {k: len(v) for k, v in data.items() if isinstance(v, list)}
-            raise EvalSetError(f"{path}: a JSON object must hold non-empty lists of one length (got {sizes})")
-        n = lengths.pop()
-        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
-    if not isinstance(data, list):
-        raise EvalSetError(f"{path}: expected a list of rows or an object of columns, got {type(data).__name__}")
-    return data
+    try:
+        return json_document_rows(data)
+    except ValueError as err:
+        raise EvalSetError(f"{path}: {err}") from err
 
 
 def load_set(name: str, cfg: EvalConfig) -> list[Row]:

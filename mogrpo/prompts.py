@@ -111,12 +111,29 @@ def _read_all_rows(source: PromptSource) -> list[dict]:
             data = json.load(f)
     except (OSError, ValueError) as err:
         raise PromptDataError(f"cannot read data source {path}: {err}") from err
-    if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}
-        lists = [v for v in data.values() if isinstance(v, list)]
-        data = lists[0] if len(lists) == 1 else None
-    if not isinstance(data, list):
-        raise PromptDataError(f"{path}: expected a JSON list of rows")
-    return data
+    try:
+        return json_document_rows(data)
+    except ValueError as err:
+        raise PromptDataError(f"{path}: {err}") from err
+
+
+def json_document_rows(data) -> list[dict]:
+    """The rows of a parsed JSON document: a list of rows, an object holding one list of rows
+    (`{"train": [...]}`), or an object of equal-length columns (`{"instructions": [...], "inputs": [...]}`;
+    empty lists are ignored)."""
+    if isinstance(data, list):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a list of rows or an object of columns, got {type(data).__name__}")
+    columns = {k: v for k, v in data.items() if isinstance(v, list) and v}
+    if len(columns) == 1 and all(isinstance(r, dict) for r in next(iter(columns.values()))):
+        return next(iter(columns.values()))
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        sizes = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+        raise ValueError(f"a JSON object must hold one list of rows or non-empty columns of one length (got {sizes})")
+    n = lengths.pop()
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
 
 
 def to_messages(value, system_prompt: str | None) -> list[dict]:

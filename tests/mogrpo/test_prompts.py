@@ -48,6 +48,23 @@ def test_formats_template_and_length_filter(tmp_path, tokenizer, fmt):
     assert all(len(p.token_ids) <= 64 for p in prompts)
 
 
+def test_json_objects_of_rows_or_columns(tmp_path, tokenizer):
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"train": [{"q": "Name a colour."}, {"q": "Name a fruit."}]}))
+    columns = tmp_path / "columns.json"  # Safety-Tuned LLaMAs' shape: one list per field, "inputs" empty
+    columns.write_text(json.dumps({"instructions": ["Explain why you should wash your hands.", "Name a bird."],
+                                   "inputs": ["", ""]}))
+    data = DataConfig(sources=[PromptSource(path=str(rows), prompt_field="q"),
+                               PromptSource(path=str(columns), prompt_field="instructions")], shuffle=False)
+    prompts, _ = load_prompts(data, tokenizer, seed=0)
+    assert [p.text for p in prompts] == ["Name a colour.", "Name a fruit.",
+                                         "Explain why you should wash your hands.", "Name a bird."]
+    uneven = tmp_path / "uneven.json"
+    uneven.write_text(json.dumps({"instructions": ["a", "b"], "inputs": ["x"]}))
+    with pytest.raises(PromptDataError, match=r"uneven\.json: .*columns of one length \(got \{'instructions': 2, 'inputs': 1\}\)"):
+        load_prompts(DataConfig(sources=[PromptSource(path=str(uneven), prompt_field="instructions")]), tokenizer, seed=0)
+
+
 def test_chat_messages_and_system_prompt(tmp_path, tokenizer):
     path = tmp_path / "chat.jsonl"
     path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi there"}]}) + "\n")
