@@ -53,7 +53,7 @@ def test_json_objects_of_rows_or_columns(tmp_path, tokenizer):
     rows.write_text(json.dumps({"train": [{"q": "Name a colour."}, {"q": "Name a fruit."}]}))
     columns = tmp_path / "columns.json"  # Safety-Tuned LLaMAs' shape: one list per field, "inputs" empty
     columns.write_text(json.dumps({"instructions": ["Explain why you should wash your hands.", "Name a bird."],
-                                   "inputs": ["", ""]}))
+                                   "inputs": [], "ids": [7, 8]}))
     data = DataConfig(sources=[PromptSource(path=str(rows), prompt_field="q"),
                                PromptSource(path=str(columns), prompt_field="instructions")], shuffle=False)
     prompts, _ = load_prompts(data, tokenizer, seed=0)
