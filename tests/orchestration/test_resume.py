@@ -30,9 +30,13 @@ def rollouts(run_dir: Path, step: int) -> list[dict]:
 
 
 def test_stopped_and_resumed_run_matches_an_uninterrupted_one(ray_local, tmp_path, quick_reward_model):
+    # No importance-sampling correction: its weights carry vLLM's log-probs, which differ between two
+    # engines with the batch composition (on a CI machine with native bf16, step 2's KL was off by
+    # 1.3e-3 relative before any resume). Without it the update reads only the learner's own
+    # numbers, the rewards and the tokens, so the run's numbers can be compared tightly.
     def config(name, steps, *extra):
         return load_config("cluster_configs/cpu_smoke.yaml", tiny_run_overrides(tmp_path, quick_reward_model, steps) + [
-            f"run_name={name}", "checkpoint.every=0", *extra])
+            f"run_name={name}", "checkpoint.every=0", "learner.loss.is_correction=none", *extra])
 
     run(config("whole", 4))
     run(config("parts", 2))  # the last step is checkpointed even with checkpoint.every=0
@@ -49,14 +53,8 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(ray_local, tmp_pat
         assert [r["response_token_ids"] for r in a] == [r["response_token_ids"] for r in b], step
         assert all(r["step"] == step and r["staleness"] == 0 for r in a)
         # measured: identical when run alone; the tolerance allows for another thread count's sums
-        for key in ("reward/mean", "kl"):
+        for key in ("reward/mean", "kl", "loss"):
             assert whole[step][key] == pytest.approx(parts[step][key], rel=1e-4, abs=1e-6), (step, key)
-        # The loss is a near-zero sum of terms advantage x importance weight (|advantage| ~ 0.75),
-        # and the weights exp(logp - vLLM's logp) carry vLLM's log-probs, which can differ slightly
-        # between two engines (in one full suite step 1, before any resume, gave 4.2e-5 vs 6.5e-5
-        # with the same tokens and rewards): an absolute tolerance on the scale of the terms; the
-        # final weights below must still agree.
-        assert whole[step]["loss"] == pytest.approx(parts[step]["loss"], abs=1e-4), step
     wa = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     wb = load_file(tmp_path / "parts" / "final" / "model.safetensors")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
