@@ -2,7 +2,8 @@
 its RNG states) plus the driver's own state (step, policy version, prompt position, the
 driver's Python, NumPy and torch RNG states), committed by one atomic write of
 `latest.json` after every rank has finished writing. A crash mid-save leaves the previous
-checkpoint as the newest complete one."""
+checkpoint as the newest complete one. `<run>/final.json` names the step and policy version
+that `<run>/final/` holds, so a rerun of a finished run leaves that folder as it is."""
 
 from __future__ import annotations
 
@@ -49,6 +50,30 @@ def commit(run_dir: Path, state: DriverState, keep: int) -> None:
     for old in tags[:-keep]:
         if old.name != state.tag:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def final_dir(run_dir: Path) -> Path:
+    return run_dir / "final"
+
+
+def mark_final(run_dir: Path, step: int, policy_version: int) -> None:
+    """Record that `final/` (written just before) holds the policy of `step`."""
+    atomic_write_text(run_dir / "final.json", json.dumps({"step": step, "policy_version": policy_version}))
+
+
+def final_is_current(run_dir: Path, state: DriverState) -> bool:
+    """Whether `final/` holds the policy of checkpoint `state`. A run of an older release has no
+    `final.json`: its `final/` holds that policy if it was written after the checkpoint."""
+    final, marker = final_dir(run_dir), run_dir / "final.json"
+    if not (final / "config.json").is_file():
+        return False
+    if not marker.is_file():
+        return final.stat().st_mtime >= (checkpoint_dir(run_dir) / "latest.json").stat().st_mtime
+    try:
+        written = json.loads(marker.read_text())
+    except ValueError:
+        return False
+    return (written.get("step"), written.get("policy_version")) == (state.step, state.policy_version)
 
 
 def tag_for(step: int) -> str:

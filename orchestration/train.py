@@ -16,7 +16,8 @@
    instance the run started) stop, and the command that resumes is printed; a step still
    generating or scoring that would not end within `checkpoint.stop_grace_s` is abandoned
    and the step before it checkpointed; a second signal stops at once.
-5. Save the final policy as a Hugging Face folder in `<run>/final/`.
+5. Save the final policy as a Hugging Face folder in `<run>/final/`. A rerun of a finished
+   run (same `steps`) finds it there and starts nothing.
 """
 
 from __future__ import annotations
@@ -97,8 +98,14 @@ def run(cfg: RunConfig) -> Path:
     cfg = resolve_auto_dtypes(cfg)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    policy_path, prompts, eval_prompts, reward_path, labels = preflight(cfg)
     resume = checkpoint.read_latest(run_dir) if cfg.checkpoint.resume else None
+    if resume is not None and resume.step >= cfg.steps and checkpoint.final_is_current(run_dir, resume):
+        final = checkpoint.final_dir(run_dir)
+        print(f"{cfg.run_name} already finished step {resume.step} of {cfg.steps}: its final policy (version "
+              f"{resume.policy_version}) is {final}; nothing to do (steps=N with N > {resume.step} trains on)",
+              flush=True)
+        return final
+    policy_path, prompts, eval_prompts, reward_path, labels = preflight(cfg)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
 
     # 1. Ray and actors
@@ -252,8 +259,9 @@ def train_loop(cfg: RunConfig, actors, prompts: list[Prompt], eval_prompts: list
         step += 1
 
     # 5. final policy
-    final = run_dir / "final"
+    final = checkpoint.final_dir(run_dir)
     actors.learner.call("save_pretrained", str(final))
+    checkpoint.mark_final(run_dir, finished[0], version)
     print(f"final policy (version {version}) saved to {final}", flush=True)
     return final
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from orchestration.checkpoint import DriverState, checkpoint_dir, commit, read_latest, tag_for
+from orchestration.checkpoint import (DriverState, checkpoint_dir, commit, final_dir, final_is_current, mark_final,
+                                      read_latest, tag_for)
 
 
 def test_commit_read_and_prune(tmp_path):
@@ -43,3 +44,27 @@ def test_rng_states_survive_a_json_round_trip(tmp_path):
     restore_rng(read_latest(tmp_path).rng)  # through latest.json
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
     restore_rng({})  # a checkpoint of an older release has no RNG states: nothing to restore
+
+
+def test_final_is_current_only_for_the_checkpoint_it_was_written_from(tmp_path):
+    import os
+
+    (checkpoint_dir(tmp_path) / tag_for(2)).mkdir(parents=True)
+    state = DriverState(2, 2, 20, tag_for(2))
+    commit(tmp_path, state, keep=1)
+    assert not final_is_current(tmp_path, state)  # no final/ yet
+    final_dir(tmp_path).mkdir()
+    (final_dir(tmp_path) / "config.json").write_text("{}")
+    # a run of an older release (no final.json): final/ counts if written after the checkpoint
+    latest = checkpoint_dir(tmp_path) / "latest.json"
+    os.utime(final_dir(tmp_path), (latest.stat().st_mtime - 10,) * 2)
+    assert not final_is_current(tmp_path, state)
+    os.utime(final_dir(tmp_path), (latest.stat().st_mtime + 10,) * 2)
+    assert final_is_current(tmp_path, state)
+    # the marker decides, whatever the times
+    mark_final(tmp_path, 1, 1)
+    assert not final_is_current(tmp_path, state)
+    mark_final(tmp_path, 2, 2)
+    os.utime(final_dir(tmp_path), (latest.stat().st_mtime - 10,) * 2)
+    assert final_is_current(tmp_path, state)
+    assert not final_is_current(tmp_path, DriverState(3, 3, 30, tag_for(3)))

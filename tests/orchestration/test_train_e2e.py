@@ -1,6 +1,7 @@
 """The whole GRPO job on real components (tiny policy), then a resumed run."""
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -49,6 +50,16 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     initial = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-llama"))
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), initial.state_dict().values()))
 
+    # A rerun of the finished run starts nothing and leaves final/ as it is (the evaluation's
+    # answer caches are keyed by its files' sizes and times).
+    from mogrpo.generation import model_fingerprint
+
+    weights, metrics = model_fingerprint(final), (run_dir / "metrics.jsonl").read_text()
+    time.sleep(1.1)  # fingerprints hold whole seconds
+    assert run(cfg) == final
+    assert model_fingerprint(final) == weights and (run_dir / "metrics.jsonl").read_text() == metrics
+    assert json.loads((run_dir / "final.json").read_text()) == {"step": 2, "policy_version": 2}
+
     # Resume: the last step is the newest checkpoint; a longer run picks up from there and adds step 3.
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 2 and latest["policy_version"] == 2
@@ -63,6 +74,7 @@ def test_grpo_job_then_resume(ray_local, tmp_path, quick_reward_model):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2, 3]  # step 0: the held-out evaluation before training
     assert records[-1]["policy_version"] == 3
+    assert json.loads((run_dir / "final.json").read_text()) == {"step": 3, "policy_version": 3}
     assert "dynamic_sampling/informative_frac" in records[-1]
     assert -10 < records[-1]["written/margin"] < 10
     rows = pq.read_table(run_dir / "rollouts" / "step-000003.parquet").to_pylist()
