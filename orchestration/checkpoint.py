@@ -61,6 +61,11 @@ def mark_final(run_dir: Path, step: int, policy_version: int) -> None:
     atomic_write_text(run_dir / "final.json", json.dumps({"step": step, "policy_version": policy_version}))
 
 
+def unmark_final(run_dir: Path) -> None:
+    """Before training moves the policy: `final/` may no longer hold the run's newest one."""
+    (run_dir / "final.json").unlink(missing_ok=True)
+
+
 def final_is_current(run_dir: Path, state: DriverState) -> bool:
     """Whether `final/` holds the policy of checkpoint `state`. A run of an older release has no
     `final.json`: its `final/` holds that policy if it was written after the checkpoint."""

@@ -106,6 +106,7 @@ def run(cfg: RunConfig) -> Path:
               flush=True)
         return final
     policy_path, prompts, eval_prompts, reward_path, labels = preflight(cfg)
+    checkpoint.unmark_final(run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
 
     # 1. Ray and actors

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from orchestration.checkpoint import (DriverState, checkpoint_dir, commit, final_dir, final_is_current, mark_final,
-                                      read_latest, tag_for)
+                                      read_latest, tag_for, unmark_final)
 
 
 def test_commit_read_and_prune(tmp_path):
@@ -68,3 +68,6 @@ def test_final_is_current_only_for_the_checkpoint_it_was_written_from(tmp_path):
     os.utime(final_dir(tmp_path), (latest.stat().st_mtime - 10,) * 2)
     assert final_is_current(tmp_path, state)
     assert not final_is_current(tmp_path, DriverState(3, 3, 30, tag_for(3)))
+    # a run that trains again (e.g. `checkpoint.resume=false` in the same folder) drops the marker
+    unmark_final(tmp_path)
+    assert not final_is_current(tmp_path, state)
