@@ -2,7 +2,8 @@
 
     python -m evaluation --policy base=smollm2-135m-instruct [--policy trained=runs/x/final] [--limit 30]
                          [--reward-model runs/reward-model] [--train-config cluster_configs/cpu_smoke.yaml]
-                         [--export-blind 200] [--out runs/eval] [key=value overrides of eval_sets.yaml]
+                         [--system-prompt NAME=TEXT|NAME=@FILE] [--export-blind 200] [--out runs/eval]
+                         [key=value overrides of eval_sets.yaml]
     python -m evaluation score-sheet LABELLED.csv [--key blind_key.csv]
 """
 
@@ -16,13 +17,17 @@ from pathlib import Path
 
 
 def run_main(argv: list[str]) -> int:
-    from evaluation.run import Options, evaluate, parse_policies
+    from evaluation.run import Options, evaluate, parse_policies, parse_system_prompts
     from evaluation.sets import DEFAULT_CONFIG, load_eval_config
 
     p = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n\n")[0])
     p.add_argument("--policy", action="append", default=[], metavar="[NAME=]PATH",
                    help="a policy to evaluate (repeat); one must be `base` (the model before training), else "
                         "--base is added as `base`. PATH: a model folder or a built-in name")
+    p.add_argument("--system-prompt", action="append", default=[], metavar="NAME=TEXT|NAME=@FILE",
+                   help="give the policy NAME this system prompt before every prompt (repeat per policy; without "
+                        "it, the chat template's default): e.g. the base model prompted to refuse harm, as a "
+                        "baseline for training")
     p.add_argument("--base", default=None, help="the base model when no --policy is named base "
                                                 "(default: the first --train-config's model.path)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the evaluation-set YAML (default: %(default)s)")
@@ -48,9 +53,11 @@ def run_main(argv: list[str]) -> int:
         from mogrpo.config import load_config
 
         base = load_config(train_configs[0]).model.path
-    opts = Options(policies=parse_policies(args.policy, base), out=Path(args.out), train_configs=train_configs,
+    policies = parse_policies(args.policy, base)
+    opts = Options(policies=policies, out=Path(args.out), train_configs=train_configs,
                    train_prompts=args.train_prompts, reward_model=args.reward_model, limit=args.limit,
-                   export_blind=args.export_blind)
+                   export_blind=args.export_blind,
+                   system_prompts=parse_system_prompts(args.system_prompt, [n for n, _ in policies]))
     evaluate(cfg, opts)
     return 0
 

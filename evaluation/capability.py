@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.generate import AnswerStore, Policy, fingerprint
+from evaluation.generate import AnswerStore, Policy
 from evaluation.sets import Row
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -69,8 +69,7 @@ def reference_logliks(policy: Policy, rows: list[Row], ref_max_tokens: int, dtyp
     from mogrpo.hardware import local_dtype
 
     store = AnswerStore(out / "loglik" / f"{policy.name}.jsonl",
-                        {"policy": str(policy.path.resolve()), "weights": fingerprint(policy.path),
-                         "ref_max_tokens": ref_max_tokens, "dtype": dtype})
+                        {**policy.cache_key(), "ref_max_tokens": ref_max_tokens, "dtype": dtype})
     have = {k: v["loglik"] for k, v in store.load().items()}
     todo = [r for r in rows if r.id not in have and r.reference]
     if not todo:
@@ -80,8 +79,7 @@ def reference_logliks(policy: Policy, rows: list[Row], ref_max_tokens: int, dtyp
     model = AutoModelForCausalLM.from_pretrained(policy.path, dtype=getattr(torch, local_dtype(dtype))).eval()
     t0, batch = time.time(), []
     for i, r in enumerate(todo, 1):
-        prompt = tok.apply_chat_template([{"role": "user", "content": r.prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+        prompt = tok.apply_chat_template(policy.messages(r.prompt), tokenize=False, add_generation_prompt=True)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tok(r.reference, add_special_tokens=False)["input_ids"][:ref_max_tokens]
         ids = torch.tensor([p_ids + a_ids])

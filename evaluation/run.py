@@ -18,6 +18,7 @@ from evaluation.metrics import compare, policy_metrics
 from evaluation.report import NOT_INDEPENDENT, write_outputs
 from evaluation.sets import EvalConfig, Row, limit_rows, load_set
 from mogrpo.errors import MissingFileError, UserError
+from mogrpo.prompts import to_messages
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -32,6 +33,7 @@ class Options:
     reward_model: str | None = None
     limit: int | None = None
     export_blind: int = 0
+    system_prompts: dict[str, str] = field(default_factory=dict)  # policy name -> system prompt
 
 
 def parse_policies(specs: list[str], base_default: str | None) -> list[tuple[str, str]]:
@@ -51,8 +53,32 @@ def parse_policies(specs: list[str], base_default: str | None) -> list[tuple[str
     return sorted(out, key=lambda p: p[0] != "base")
 
 
-def select_rows(cfg: EvalConfig, opts: Options, tokenizer) -> tuple[list[Row], dict, dict]:
-    """The prompts to evaluate, and per set what was left out and why."""
+def parse_system_prompts(specs: list[str], policy_names: list[str]) -> dict[str, str]:
+    """`NAME=TEXT` or `NAME=@FILE`, for a policy named by --policy."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, text = spec.split("=", 1) if "=" in spec else ("", spec)
+        if name not in policy_names:
+            raise PolicyError(f"--system-prompt {spec[:60]!r}: expected NAME=TEXT or NAME=@FILE with NAME one of the "
+                              f"--policy names {policy_names}")
+        if name in out:
+            raise PolicyError(f"--system-prompt: policy {name!r} is given two system prompts")
+        if text.startswith("@"):
+            file = Path(text[1:])
+            if not file.is_file():
+                raise MissingFileError(f"--system-prompt {name}=@{file}: no such file")
+            text = file.read_text(encoding="utf-8").strip()
+        if not text.strip():
+            raise PolicyError(f"--system-prompt {name}: the system prompt is empty")
+        out[name] = text
+    return out
+
+
+def select_rows(cfg: EvalConfig, opts: Options, tokenizer, system_prompt: str | None = None
+                ) -> tuple[list[Row], dict, dict]:
+    """The prompts to evaluate, and per set what was left out and why (a prompt is too long
+    if it is with `system_prompt`, the longest any policy is given, so every policy gets the
+    same prompts)."""
     c = (cfg.contamination.shingle, cfg.contamination.near_duplicate, cfg.contamination.contained_min_shingles)
     index, sources = cont.training_index(opts.train_configs, [opts.reward_model] if opts.reward_model else [],
                                          opts.train_prompts, *c)
@@ -76,7 +102,7 @@ def select_rows(cfg: EvalConfig, opts: Options, tokenizer) -> tuple[list[Row], d
                 info["duplicate_of"][d.source] = info["duplicate_of"].get(d.source, 0) + 1
                 continue
             seen.add(r.prompt, name)
-            messages = [{"role": "user", "content": r.prompt}]
+            messages = to_messages(r.prompt, system_prompt)
             n_tok = len(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
             if n_tok > cfg.generation.max_prompt_tokens:
                 info["too_long"] += 1
@@ -141,12 +167,13 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
     t0 = time.time()
     if opts.reward_model and not Path(opts.reward_model).is_dir():
         raise MissingFileError(f"--reward-model {opts.reward_model}: no such folder")
-    policies: list[Policy] = [check_policy(n, ref) for n, ref in opts.policies]
+    policies: list[Policy] = [check_policy(n, ref, opts.system_prompts.get(n)) for n, ref in opts.policies]
     texts, truth = load_human_labels(cfg)
     validation = validate_judges(texts, truth)
     print(format_validation(validation), flush=True)
     tokenizer = AutoTokenizer.from_pretrained(policies[0].path)
-    rows, set_report, sources = select_rows(cfg, opts, tokenizer)
+    longest_system_prompt = max(opts.system_prompts.values(), key=len, default=None)
+    rows, set_report, sources = select_rows(cfg, opts, tokenizer, longest_system_prompt)
     if not rows:
         raise UserError("no prompt is left to evaluate after the contamination check (see the set lines above)")
     opts.out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +200,7 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
         "settings": {"judge": cfg.judge, "generation": cfg.generation.model_dump(), "limit": opts.limit,
                      "capability": cfg.capability.model_dump(), "bootstrap_samples": s, "seed": seed,
                      "train_configs": opts.train_configs, "train_prompts": opts.train_prompts},
-        "policies": {p.name: {"path": str(p.path), "answers": len(by_policy[p.name]),
+        "policies": {p.name: {"path": str(p.path), "system_prompt": p.system_prompt, "answers": len(by_policy[p.name]),
                               **policy_metrics(by_policy[p.name], ll[p.name], cfg.judge, kinds, labels, s, seed)}
                      for p in policies},
         "comparisons": {p.name: compare(by_policy["base"], by_policy[p.name], ll["base"], ll[p.name], cfg.judge,

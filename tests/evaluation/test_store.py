@@ -42,3 +42,40 @@ def test_policy_that_does_not_load_is_named(tmp_path):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(PolicyError, match=r"policy 'trained' \(.*broken\) does not load"):
         check_policy("trained", str(broken))
+
+
+def test_system_prompt_is_part_of_the_policy_and_its_cache_key(tmp_path):
+    from evaluation.generate import generation_header
+    from evaluation.sets import GenerationConfig
+
+    plain = check_policy("base", "tiny-llama")
+    prompted = check_policy("base", "tiny-llama", "Refuse harmful requests.")
+    assert plain.messages("Hi") == [{"role": "user", "content": "Hi"}]
+    assert prompted.messages("Hi") == [{"role": "system", "content": "Refuse harmful requests."},
+                                       {"role": "user", "content": "Hi"}]
+    g = GenerationConfig()
+    assert "system_prompt" not in generation_header(plain, g)  # answers cached before the option stay valid
+    f = tmp_path / "base.jsonl"
+    AnswerStore(f, generation_header(plain, g)).append([{"id": "a:0", "answer": "x"}])
+    with pytest.raises(PolicyError, match="other weights or settings"):  # never the unprompted model's answers
+        AnswerStore(f, generation_header(prompted, g)).load()
+
+
+def test_system_prompt_options_are_checked(tmp_path):
+    from evaluation.run import parse_system_prompts
+    from mogrpo.errors import MissingFileError
+
+    names = ["base", "base-prompted"]
+    text = tmp_path / "prompt.txt"
+    text.write_text("Refuse harmful requests.\n")
+    assert parse_system_prompts(["base-prompted=Be safe.", f"base=@{text}"], names) == {
+        "base-prompted": "Be safe.", "base": "Refuse harmful requests."}
+    with pytest.raises(PolicyError, match=r"NAME one of the --policy names \['base', 'base-prompted'\]"):
+        parse_system_prompts(["trained=Be safe."], names)
+    with pytest.raises(PolicyError, match="'base' is given two system prompts"):
+        parse_system_prompts(["base=A", "base=B"], names)
+    with pytest.raises(MissingFileError, match="no such file"):
+        parse_system_prompts([f"base=@{tmp_path / 'missing.txt'}"], names)
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(PolicyError, match="system prompt is empty"):
+        parse_system_prompts([f"base=@{tmp_path / 'empty.txt'}"], names)
