@@ -62,6 +62,12 @@ def check_policy(name: str, ref: str, system_prompt: str | None = None) -> Polic
         raise PolicyError(f"policy {name!r} ({ref}) does not load: {type(err).__name__}: {err}") from err
     if not getattr(tok, "chat_template", None):
         raise PolicyError(f"policy {name!r} ({path}): its tokenizer has no chat template")
+    if system_prompt:
+        try:
+            tok.apply_chat_template(to_messages("Hello", system_prompt), tokenize=False)
+        except Exception as err:
+            raise PolicyError(f"policy {name!r} ({path}): its chat template does not take a system prompt "
+                              f"(--system-prompt {name}=...): {type(err).__name__}: {err}") from err
     if not any(p.suffix in (".safetensors", ".bin") for p in path.iterdir()):
         raise PolicyError(f"policy {name!r}: {path} holds no weights (*.safetensors or *.bin)")
     return Policy(name, ref, path, system_prompt)

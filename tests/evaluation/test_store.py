@@ -60,6 +60,19 @@ def test_system_prompt_is_part_of_the_policy_and_its_cache_key(tmp_path):
     with pytest.raises(PolicyError, match="other weights or settings"):  # never the unprompted model's answers
         AnswerStore(f, generation_header(prompted, g)).load()
 
+    import shutil
+
+    from mogrpo.models import resolve_model
+
+    no_system = tmp_path / "no-system"
+    shutil.copytree(resolve_model("tiny-llama"), no_system)
+    (no_system / "chat_template.jinja").write_text(
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    check_policy("gemma-like", str(no_system))  # fine without a system prompt
+    with pytest.raises(PolicyError, match=r"policy 'gemma-like' .* does not take a system prompt .*System role not"):
+        check_policy("gemma-like", str(no_system), "Refuse harmful requests.")
+
 
 def test_system_prompt_options_are_checked(tmp_path):
     from evaluation.run import parse_system_prompts
