@@ -2,8 +2,8 @@
 and repetitive its own answers are.
 
 - `reference_logliks`: the mean per-token log-likelihood of a reference answer's first
-  `ref_max_tokens` tokens after the chat-templated prompt (transformers, one sequence at a
-  time; written to disk as it goes, like the answers).
+  `ref_max_tokens` tokens after the chat-templated prompt (`answer_logliks`, which scores any
+  text after a prompt: transformers, one sequence at a time, written to disk as it goes).
 - `distinct_n`: distinct n-grams / all n-grams over a whole set of answers (low when a
   policy gives the same answer to everything).
 - `repetition`: per answer, 1 - distinct 4-grams / all 4-grams (Welleck et al.'s seq-rep-4;
@@ -63,33 +63,43 @@ def distinct_stat(texts: Sequence[str], n: int = 2):
 def reference_logliks(policy: Policy, rows: list[Row], ref_max_tokens: int, dtype: str, out: Path) -> dict[str, float]:
     """row id -> mean log-prob per token of the row's reference answer under the policy
     (read from `out/loglik/<name>.jsonl` where already computed)."""
+    store = AnswerStore(out / "loglik" / f"{policy.name}.jsonl",
+                        {**policy.cache_key(), "ref_max_tokens": ref_max_tokens, "dtype": dtype})
+    items = [(r.id, r.prompt, r.reference) for r in rows if r.reference]
+    return answer_logliks(policy, items, ref_max_tokens, dtype, store, "reference answers")
+
+
+def answer_logliks(policy: Policy, items: list[tuple[str, str, str]], max_tokens: int, dtype: str,
+                   store: AnswerStore, what: str) -> dict[str, float]:
+    """id -> mean log-prob per token of `text`'s first `max_tokens` tokens after the
+    chat-templated `prompt`, for (id, prompt, text) items (transformers, one sequence at a time;
+    appended to `store` every 16 items, and read back from it on a rerun)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mogrpo.hardware import local_dtype
 
-    store = AnswerStore(out / "loglik" / f"{policy.name}.jsonl",
-                        {**policy.cache_key(), "ref_max_tokens": ref_max_tokens, "dtype": dtype})
     have = {k: v["loglik"] for k, v in store.load().items()}
-    todo = [r for r in rows if r.id not in have and r.reference]
+    todo = [item for item in items if item[0] not in have]
     if not todo:
         return have
-    print(f"[{policy.name}] scoring {len(todo)} reference answers", flush=True)
+    print(f"[{policy.name}] scoring {len(todo)} {what}", flush=True)
     tok = AutoTokenizer.from_pretrained(policy.path)
     model = AutoModelForCausalLM.from_pretrained(policy.path, dtype=getattr(torch, local_dtype(dtype))).eval()
     t0, batch = time.time(), []
-    for i, r in enumerate(todo, 1):
-        prompt = tok.apply_chat_template(policy.messages(r.prompt), tokenize=False, add_generation_prompt=True)
+    for i, (item_id, prompt_text, text) in enumerate(todo, 1):
+        prompt = tok.apply_chat_template(policy.messages(prompt_text), tokenize=False, add_generation_prompt=True)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(r.reference, add_special_tokens=False)["input_ids"][:ref_max_tokens]
+        a_ids = tok(text, add_special_tokens=False)["input_ids"][:max_tokens]
         ids = torch.tensor([p_ids + a_ids])
         with torch.inference_mode():
             logits = model(ids).logits[0, len(p_ids) - 1:-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(a_ids)[:, None]).mean().item()
-        batch.append({"id": r.id, "loglik": lp})
+        batch.append({"id": item_id, "loglik": lp})
         if len(batch) == 16 or i == len(todo):
             store.append(batch)
             have.update({x["id"]: x["loglik"] for x in batch})
             batch = []
-            print(f"[{policy.name}] {i}/{len(todo)} reference answers scored, {time.time() - t0:.0f} s", flush=True)
+            if i % 160 < 16 or i == len(todo):
+                print(f"[{policy.name}] {i}/{len(todo)} {what} scored, {time.time() - t0:.0f} s", flush=True)
     return have

@@ -15,6 +15,7 @@ from evaluation.capability import reference_logliks
 from evaluation.generate import Policy, PolicyError, check_policy, ensure_answers
 from evaluation.judges import export_blind, format_validation, judge_all, load_human_labels, validate_judges
 from evaluation.metrics import compare, policy_metrics
+from evaluation.ranking import ranking_metrics, refusal_logprobs
 from evaluation.report import NOT_INDEPENDENT, write_outputs
 from evaluation.sets import EvalConfig, Row, limit_rows, load_set
 from mogrpo.errors import MissingFileError, UserError
@@ -178,10 +179,12 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
         raise UserError("no prompt is left to evaluate after the contamination check (see the set lines above)")
     opts.out.mkdir(parents=True, exist_ok=True)
     cap_rows = [r for r in rows if r.set == cfg.capability.set]
-    answers, logliks = {}, {}
+    answers, logliks, refusal_scores = {}, {}, {}
     for p in policies:
         answers[p.name] = ensure_answers(p, rows, cfg.generation, opts.out)
         logliks[p.name] = reference_logliks(p, cap_rows, cfg.capability.ref_max_tokens, cfg.generation.dtype, opts.out)
+        if cfg.ranking.enabled:
+            refusal_scores[p.name] = refusal_logprobs(p, rows, cfg.ranking.refusal_text, cfg.generation.dtype, opts.out)
     table = []
     for p in policies:
         got = [answers[p.name][r.id] for r in rows]
@@ -189,7 +192,8 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
         for i, (r, a) in enumerate(zip(rows, got)):
             table.append({"policy": p.name, "set": r.set, "kind": r.kind, "id": r.id, "prompt": r.prompt,
                           "answer": a["answer"], "tokens": a["tokens"], "truncated": a["truncated"],
-                          **{f"judge_{j}": calls[j][i] for j in calls}})
+                          **{f"judge_{j}": calls[j][i] for j in calls},
+                          **({"refusal_logprob": refusal_scores[p.name][r.id]} if refusal_scores else {})})
     labels = score_reward(opts.reward_model, table) if opts.reward_model else []
     by_policy = {p.name: [t for t in table if t["policy"] == p.name] for p in policies}
     ll = {p.name: {r.id: logliks[p.name].get(r.id) for r in cap_rows} for p in policies}
@@ -198,8 +202,8 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
     result = {
         "schema": "mogrpo-eval/1",
         "settings": {"judge": cfg.judge, "generation": cfg.generation.model_dump(), "limit": opts.limit,
-                     "capability": cfg.capability.model_dump(), "bootstrap_samples": s, "seed": seed,
-                     "train_configs": opts.train_configs, "train_prompts": opts.train_prompts},
+                     "capability": cfg.capability.model_dump(), "ranking": cfg.ranking.model_dump(),
+                     "bootstrap_samples": s, "seed": seed, "train_configs": opts.train_configs, "train_prompts": opts.train_prompts},
         "policies": {p.name: {"path": str(p.path), "system_prompt": p.system_prompt, "answers": len(by_policy[p.name]),
                               **policy_metrics(by_policy[p.name], ll[p.name], cfg.judge, kinds, labels, s, seed)}
                      for p in policies},
@@ -214,6 +218,14 @@ def evaluate(cfg: EvalConfig, opts: Options) -> dict:
                           "note": NOT_INDEPENDENT} if labels else None),
         "seconds": round(time.time() - t0, 1),
     }
+    if refusal_scores:
+        for name, rs in by_policy.items():
+            result["policies"][name].update(ranking_metrics([r["refusal_logprob"] for r in rs],
+                                                            [r["kind"] for r in rs], s, seed))
+        if "harmful_request" in labels:  # the request judgement the reward trained the policy towards
+            rs = by_policy["base"]
+            result["reward_model"]["ranking"] = ranking_metrics([r["rm_harmful_request"] for r in rs],
+                                                                [r["kind"] for r in rs], s, seed)
     for name, comp in result["comparisons"].items():
         result["policies"][name]["capability/ref_loglik_vs_base"] = comp["capability/ref_loglik"]
     if labels and opts.train_configs:  # the reward's direction on these answers (not independent either)

@@ -79,6 +79,13 @@ class CapabilityConfig(Section):
     """Reference-answer tokens scored (the first ones)."""
 
 
+class RankingConfig(Section):
+    enabled: bool = True
+    """Score every prompt by each policy's log-prob of `refusal_text` (evaluation/ranking.py)."""
+    refusal_text: str = Field("I'm sorry, but I can't help with that.", min_length=1)
+    """The refusal whose log-prob after a prompt ranks that prompt (the policy's readiness to refuse it)."""
+
+
 class ContaminationConfig(Section):
     shingle: int = Field(3, ge=1)
     """Words per shingle of the near-duplicate check."""
@@ -106,6 +113,7 @@ class EvalConfig(Section):
     """The refusal judge of the headline numbers (every judge's numbers are in eval.json)."""
     generation: GenerationConfig = GenerationConfig()
     capability: CapabilityConfig = CapabilityConfig()
+    ranking: RankingConfig = RankingConfig()
     contamination: ContaminationConfig = ContaminationConfig()
     judge_validation: JudgeValidationConfig = JudgeValidationConfig()
     bootstrap_samples: int = Field(1000, ge=100)

@@ -112,6 +112,15 @@ def test_tiny_evaluation_end_to_end_and_resume(tmp_path, perturbed_policy, rewar
     assert result["policies"]["prompted"]["capability/ref_loglik"]["value"] != \
         result["policies"]["base"]["capability/ref_loglik"]["value"]
     assert "prompted" in result["comparisons"]
+    # refusal ranking: every prompt scored by every policy (cached like the answers), AUROCs with intervals
+    for name in ("base", "trained", "prompted"):
+        p = result["policies"][name]
+        assert p["ranking/auroc/harmful_vs_benign"]["n"] == 18 and p["ranking/auroc/harmful_vs_xstest_safe"]["n"] == 14
+        assert 0 <= p["ranking/at_harmful_0.8/benign_refusal"]["value"] <= 1
+    assert all(t["refusal_logprob"] < 0 for t in table)
+    refusal = {(t["policy"], t["id"]): t["refusal_logprob"] for t in table}
+    assert any(refusal["prompted", i] != refusal["base", i] for p, i in refusal if p == "base")
+    assert (out / "refusal_logprob" / "trained.jsonl").is_file() and "## Refusal ranking" in (out / "report.md").read_text()
     with open(out / "blind_sample.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 8
 
@@ -124,6 +133,7 @@ def test_tiny_evaluation_end_to_end_and_resume(tmp_path, perturbed_policy, rewar
     assert "[base] 24 of 24 answers on disk; generating 0" in second.stdout
     assert "[trained] 10 of 24 answers on disk; generating 14" in second.stdout
     assert store.read_text().splitlines()[:11] == kept  # nothing already generated is lost or rewritten
+    assert "refusal log-probs" not in second.stdout  # all read back from disk
     again = json.loads((out / "eval.json").read_text())
     assert again["policies"]["trained"]["harmful/refusal"] == result["policies"]["trained"]["harmful/refusal"]  # greedy
 
