@@ -69,9 +69,9 @@ def reference_logliks(policy: Policy, rows: list[Row], ref_max_tokens: int, dtyp
     return answer_logliks(policy, items, ref_max_tokens, dtype, store, "reference answers")
 
 
-def answer_logliks(policy: Policy, items: list[tuple[str, str, str]], max_tokens: int, dtype: str,
+def answer_logliks(policy: Policy, items: list[tuple[str, str, str]], max_tokens: int | None, dtype: str,
                    store: AnswerStore, what: str) -> dict[str, float]:
-    """id -> mean log-prob per token of `text`'s first `max_tokens` tokens after the
+    """id -> mean log-prob per token of `text`'s first `max_tokens` tokens (all with None) after the
     chat-templated `prompt`, for (id, prompt, text) items (transformers, one sequence at a time;
     appended to `store` every 16 items, and read back from it on a rerun)."""
     import torch
@@ -100,6 +100,6 @@ def answer_logliks(policy: Policy, items: list[tuple[str, str, str]], max_tokens
             store.append(batch)
             have.update({x["id"]: x["loglik"] for x in batch})
             batch = []
-            if i % 160 < 16 or i == len(todo):
+            if i % 160 == 0 or i == len(todo):  # every tenth write
                 print(f"[{policy.name}] {i}/{len(todo)} {what} scored, {time.time() - t0:.0f} s", flush=True)
     return have

@@ -41,7 +41,7 @@ def refusal_logprobs(policy: Policy, rows: list[Row], text: str, dtype: str, out
     (read from `out/refusal_logprob/<name>.jsonl` where already computed)."""
     store = AnswerStore(out / "refusal_logprob" / f"{policy.name}.jsonl",
                         {**policy.cache_key(), "refusal_text": text, "dtype": dtype})
-    return answer_logliks(policy, [(r.id, r.prompt, text) for r in rows], 10_000, dtype, store, "refusal log-probs")
+    return answer_logliks(policy, [(r.id, r.prompt, text) for r in rows], None, dtype, store, "refusal log-probs")
 
 
 def ranking_metrics(scores: Sequence[float], kinds: Sequence[str], samples: int, seed: int) -> dict[str, dict]:
